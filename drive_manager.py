@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""drive_manager.py: the harvester's script.
+
+Without flags (cron, every minute) it finds the plot drives, picks the drive that receives the
+next plot, rewrites receive_plot.sh when that changes, writes the export the plotters read and
+sends alerts. With a flag it prints a report or changes a drive's state; see --help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from utilities.cli import add_common_arguments, run_role  # noqa: E402
+from utilities.harvester_cli import run_drive_manager  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drive_manager.py",
+        description="Harvester plot drive manager. With no action flag: the cron pass (discover "
+        "drives, choose the receive drive, rewrite receive_plot.sh, write the export, alert).",
+    )
+    add_common_arguments(parser)
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument("-pr", "--plot_report", action="store_true", help="print the plot report and exit")
+    actions.add_argument("-ct", "--check_temps", action="store_true", help="print every plot drive's temperature and exit")
+    actions.add_argument("-dr", "--daily_report", action="store_true", help="send the daily report (daily_report notification) and print it")
+    actions.add_argument("-ud", "--update_daily", action="store_true", help="record today's plot counts for the daily statistics (cron, once a day)")
+    actions.add_argument("-off", "--offline_hdd", metavar="DRIVE", help="take a drive offline: no more plots go to it (name like drive6, or its mountpoint)")
+    actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service")
+    parser.add_argument("--json", action="store_true", help="with -pr or -ct: print JSON instead of text")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_role("drive_manager", build_parser(), run_drive_manager, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

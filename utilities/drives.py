@@ -1,0 +1,327 @@
+"""Plot drives: find them, count what is on them, and decide which one receives next.
+
+Three layers, so the decisions can be tested without disks:
+- ``select_plot_mounts`` / ``group_plot_directories`` / ``choose_receive_drive`` are pure;
+- ``discover_drives`` asks psutil and the filesystem which drives exist;
+- ``scan_drives`` counts plot files on them, reading a plot's header only when the state
+  database has not seen that file (same path, size and mtime) before: a big harvester has tens of
+  thousands of plots and the minute job must stay well under a second.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+from natsort import natsorted
+
+from utilities.config import DriveDiscoverySettings
+from utilities.errors import DriveError, PlotFileError
+from utilities.plots import is_finished_plot_name, read_plot_header
+from utilities.state import CachedHeader
+
+DAY_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of the mount table, as psutil reports it."""
+
+    device: str
+    mountpoint: str
+    fstype: str
+
+
+@dataclass(frozen=True)
+class DriveLocation:
+    """A plot drive: one filesystem, and the directories on it that hold plots."""
+
+    name: str  # short name used by -off/-on and in reports ("drive6")
+    mountpoint: str
+    device: str
+    fstype: str
+    plot_dirs: tuple[str, ...]
+    uuid: str | None = None
+
+    @property
+    def receive_dir(self) -> str:
+        """Where incoming plots are written: the first plot directory of the drive."""
+        return self.plot_dirs[0]
+
+
+@dataclass(frozen=True)
+class DriveState:
+    """A drive after scanning: space and plot counts, the data every decision and report uses."""
+
+    location: DriveLocation
+    total_bytes: int
+    used_bytes: int
+    free_bytes: int
+    plots_og: int = 0
+    plots_pool: int = 0
+    plots_unknown: int = 0
+    plot_bytes: int = 0
+    plots_last_24h: int = 0
+    mounted: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.location.name
+
+    @property
+    def plot_count(self) -> int:
+        return self.plots_og + self.plots_pool + self.plots_unknown
+
+    def free_slots(self, plot_size: int, reserve_slots: int = 0) -> int:
+        return max(0, self.free_bytes // plot_size - reserve_slots)
+
+
+@dataclass
+class ScanResult:
+    drives: list[DriveState]
+    header_upserts: dict[str, CachedHeader] = field(default_factory=dict)
+    header_deletes: list[str] = field(default_factory=list)
+    headers_read: int = 0
+    seen_paths: set[str] = field(default_factory=set)
+
+
+# -- pure decisions -----------------------------------------------------------------------------
+
+
+def select_plot_mounts(mounts: Iterable[Mount], discovery: DriveDiscoverySettings) -> list[Mount]:
+    """Mounts whose device and mountpoint both match a configured pattern, natural-sorted.
+
+    A device mounted at several places (bind mounts) is one filesystem: it is taken once, at
+    its first mountpoint in natural order.
+    """
+    matched = [
+        m
+        for m in mounts
+        if m.fstype not in discovery.exclude_fstypes
+        and any(fnmatch.fnmatchcase(m.device, p) for p in discovery.device_patterns)
+        and any(fnmatch.fnmatchcase(m.mountpoint, p) for p in discovery.mountpoint_patterns)
+    ]
+    seen: set[str] = set()
+    unique = []
+    for mount in natsorted(matched, key=lambda m: m.mountpoint):
+        if mount.device not in seen:
+            seen.add(mount.device)
+            unique.append(mount)
+    return unique
+
+
+def mount_of(path: str, mounts: Sequence[Mount]) -> Mount | None:
+    """The mount holding ``path``: the longest mountpoint that is a prefix of it."""
+    best: Mount | None = None
+    for mount in mounts:
+        mp = mount.mountpoint.rstrip("/") or "/"
+        if path == mp or path.startswith(mp + "/") or mp == "/":
+            if best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/"):
+                best = mount
+    return best
+
+
+def assign_names(mountpoints: Sequence[str]) -> dict[str, str]:
+    """Short drive names: the last path component ("drive6"), or the whole path if not unique."""
+    counts: dict[str, int] = {}
+    for mp in mountpoints:
+        base = os.path.basename(mp.rstrip("/")) or mp
+        counts[base] = counts.get(base, 0) + 1
+    return {
+        mp: (base if counts[base] == 1 else mp)
+        for mp in mountpoints
+        for base in [os.path.basename(mp.rstrip("/")) or mp]
+    }
+
+
+def choose_receive_drive(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+) -> DriveState | None:
+    """The drive that receives the next plot, or None when no online drive has a free slot.
+
+    ``fill_in_order`` fills drives one after another in natural order of their mountpoints (the
+    original's behaviour: a farmer can tell from the mountpoint which drives are done);
+    ``most_free`` spreads plots to the drive with the most free slots.
+    """
+    offline_names = set(offline)
+    candidates = [
+        d
+        for d in drives
+        if d.mounted and d.name not in offline_names and d.free_slots(plot_size, reserve_slots) >= 1
+    ]
+    if not candidates:
+        return None
+    if policy == "most_free":
+        return max(candidates, key=lambda d: d.free_slots(plot_size, reserve_slots))
+    return candidates[0]
+
+
+def find_drive(drives: Sequence[DriveLocation], wanted: str) -> DriveLocation:
+    """Resolve the user's drive argument (short name or mountpoint) or raise DriveError."""
+    cleaned = wanted.rstrip("/") or wanted
+    for drive in drives:
+        if cleaned in (drive.name, drive.mountpoint.rstrip("/"), os.path.basename(drive.mountpoint)):
+            return drive
+    known = ", ".join(d.name for d in drives) or "none found"
+    raise DriveError(f"drive {wanted!r} is not a mounted plot drive on this harvester (plot drives: {known})")
+
+
+# -- discovery (I/O) ----------------------------------------------------------------------------
+
+
+def current_mounts() -> list[Mount]:
+    return [Mount(p.device, p.mountpoint, p.fstype) for p in psutil.disk_partitions(all=True)]
+
+
+def uuid_by_device(by_uuid_dir: str = "/dev/disk/by-uuid") -> dict[str, str]:
+    """Map real device paths to filesystem UUIDs from udev's symlinks (no blkid, no root)."""
+    result: dict[str, str] = {}
+    try:
+        names = os.listdir(by_uuid_dir)
+    except OSError:
+        return result
+    for uuid in names:
+        try:
+            result[os.path.realpath(os.path.join(by_uuid_dir, uuid))] = uuid
+        except OSError:
+            continue
+    return result
+
+
+def discover_drives(
+    discovery: DriveDiscoverySettings, mounts: Sequence[Mount] | None = None
+) -> list[DriveLocation]:
+    """Every plot drive: pattern-matched mounts plus filesystems holding globbed plot dirs."""
+    mounts = list(mounts) if mounts is not None else current_mounts()
+    by_key: dict[tuple[str, int | str], tuple[Mount, list[str]]] = {}
+
+    def fs_key(path: str, fallback: str) -> tuple[str, int | str]:
+        try:
+            return ("dev", os.stat(path).st_dev)
+        except OSError:
+            return ("path", fallback)
+
+    for mount in select_plot_mounts(mounts, discovery):
+        key = fs_key(mount.mountpoint, mount.mountpoint)
+        by_key.setdefault(key, (mount, []))[1].append(mount.mountpoint)
+
+    for pattern in discovery.plot_directories:
+        for directory in natsorted(glob.glob(os.path.expanduser(pattern))):
+            directory = os.path.abspath(directory)
+            if not os.path.isdir(directory):
+                continue
+            mount = mount_of(directory, mounts) or Mount("unknown", directory, "unknown")
+            entry = by_key.setdefault(fs_key(directory, directory), (mount, []))
+            if directory not in entry[1]:
+                entry[1].append(directory)
+
+    uuids = uuid_by_device()
+    ordered = natsorted(by_key.values(), key=lambda item: item[1][0])
+    labels = [mount.mountpoint if mount.device != "unknown" else dirs[0] for mount, dirs in ordered]
+    names = assign_names(labels)
+    locations = []
+    for (mount, dirs), label in zip(ordered, labels):
+        real_device = os.path.realpath(mount.device) if mount.device.startswith("/dev/") else mount.device
+        locations.append(
+            DriveLocation(
+                name=names[label],
+                mountpoint=mount.mountpoint,
+                device=mount.device,
+                fstype=mount.fstype,
+                plot_dirs=tuple(dirs),
+                uuid=uuids.get(real_device),
+            )
+        )
+    return locations
+
+
+# -- scanning (I/O) -----------------------------------------------------------------------------
+
+
+def _header_for(path: str, size: int, mtime_ns: int, cache: dict[str, CachedHeader]) -> tuple[CachedHeader, bool]:
+    cached = cache.get(path)
+    if cached is not None and cached.size == size and cached.mtime_ns == mtime_ns:
+        return cached, False
+    try:
+        header = read_plot_header(path)
+        fresh = CachedHeader(size, mtime_ns, header.format, header.k, header.kind, header.compression, header.plot_id)
+    except (PlotFileError, OSError):
+        fresh = CachedHeader(size, mtime_ns, None, None, "unknown", 0, None)
+    return fresh, True
+
+
+def scan_drive(
+    location: DriveLocation,
+    cache: dict[str, CachedHeader],
+    result: ScanResult,
+    now: float,
+) -> DriveState:
+    """Count the finished plots on one drive by kind, from the files themselves."""
+    try:
+        usage = psutil.disk_usage(location.mountpoint)
+    except OSError:
+        return DriveState(location, 0, 0, 0, mounted=False)
+    counts = {"og": 0, "pool": 0, "unknown": 0}
+    plot_bytes = recent = 0
+    for directory in location.plot_dirs:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if not is_finished_plot_name(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            result.seen_paths.add(entry.path)
+            header, changed = _header_for(entry.path, st.st_size, st.st_mtime_ns, cache)
+            if changed:
+                result.header_upserts[entry.path] = header
+                result.headers_read += 1
+            counts[header.kind if header.kind in counts else "unknown"] += 1
+            plot_bytes += st.st_size
+            if now - st.st_mtime < DAY_SECONDS:
+                recent += 1
+    return DriveState(
+        location,
+        total_bytes=usage.total,
+        used_bytes=usage.used,
+        free_bytes=usage.free,
+        plots_og=counts["og"],
+        plots_pool=counts["pool"],
+        plots_unknown=counts["unknown"],
+        plot_bytes=plot_bytes,
+        plots_last_24h=recent,
+    )
+
+
+def scan_drives(
+    locations: Sequence[DriveLocation], cache: dict[str, CachedHeader], now: float | None = None
+) -> ScanResult:
+    """Scan every drive; also work out which cached headers belong to files that are gone."""
+    now = time.time() if now is None else now
+    result = ScanResult(drives=[])
+    for location in locations:
+        result.drives.append(scan_drive(location, cache, result, now))
+    seen_dirs = {
+        d for state in result.drives if state.mounted for d in state.location.plot_dirs
+    }
+    # A cached path under a scanned directory that the scan did not meet was deleted or renamed;
+    # paths on unmounted drives stay cached for when the drive comes back.
+    result.header_deletes = [
+        path for path in cache if path not in result.seen_paths and os.path.dirname(path) in seen_dirs
+    ]
+    return result

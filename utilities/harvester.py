@@ -1,0 +1,247 @@
+"""The harvester's minute job: scan, decide, then act (script, export, alerts).
+
+Order matters for safety: everything is scanned and decided first (pure functions over the
+snapshot), and only then do we touch the receive script, the export file and the notifiers. A
+failing notifier is logged by the notifier and never stops the pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from utilities.chia_log import last_farming_status
+from utilities.config import Settings
+from utilities.drives import (
+    DriveLocation,
+    DriveState,
+    choose_receive_drive,
+    discover_drives,
+    scan_drives,
+)
+from utilities.notify import Notification, Notifier
+from utilities.receive_script import install_receive_script, render_receive_script, script_target
+from utilities.reports import format_health, format_size, format_temperature
+from utilities.smart import SmartInfo, read_many, read_smart
+from utilities.snapshot import HarvesterSnapshot, summarise_drive, write_export
+from utilities.state import StateDB
+
+log = logging.getLogger(__name__)
+
+RECEIVE_KEY = "receive_drive"
+TEMPERATURE_CHECK_KEY = "last_temperature_check"
+
+
+@dataclass
+class Scan:
+    """Drives as found now, with the snapshot built from them."""
+
+    locations: list[DriveLocation]
+    states: list[DriveState]
+    snapshot: HarvesterSnapshot
+    headers_read: int
+
+
+@dataclass
+class PassOutcome:
+    snapshot: HarvesterSnapshot
+    previous_drive: str | None
+    chosen_drive: str | None
+    script_written: bool = False
+    change_deferred: bool = False
+    alerts: list[str] = field(default_factory=list)
+
+
+def receive_lock_path(settings: Settings) -> Path:
+    return settings.state_path / "receive.lock"
+
+
+def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) -> Scan:
+    """Discover and scan the drives, keep the header cache current, and build the snapshot.
+
+    The snapshot's receive drive is the one the current receive script points at, so a report
+    shows where plots really go right now.
+    """
+    now = time.time() if now is None else now
+    locations = discover_drives(settings.harvester.drive_discovery)
+    cache = db.load_headers()
+    result = scan_drives(locations, cache, now)
+    if result.header_upserts or result.header_deletes:
+        db.update_headers(result.header_upserts, result.header_deletes)
+    offline = db.offline_drives()
+    plot_size = settings.plot_size_bytes
+    summaries = tuple(
+        summarise_drive(s, plot_size, settings.harvester.reserve_slots, s.name in offline)
+        for s in result.drives
+    )
+    current = db.get(RECEIVE_KEY) or {}
+    chia = last_farming_status(settings.chia_log_path)
+    snapshot = HarvesterSnapshot(
+        hostname=settings.hostname,
+        generated_at=now,
+        plot_size_bytes=plot_size,
+        drives=summaries,
+        receive_drive=current.get("name"),
+        receive_dir=current.get("receive_dir"),
+        chia_plots=chia.total_plots if chia else None,
+        chia_plots_at=chia.timestamp.timestamp() if chia else None,
+        chia_bytes=getattr(chia, "total_size_bytes", None) if chia else None,
+    )
+    return Scan(locations, result.drives, snapshot, result.headers_read)
+
+
+def new_drive_notification(
+    snap: HarvesterSnapshot, previous: str | None, chosen: DriveLocation, smart: SmartInfo | None
+) -> Notification:
+    drive = snap.drive(chosen.name)
+    prev = snap.drive(previous)
+    context = {
+        "hostname": snap.hostname,
+        "time": datetime.fromtimestamp(snap.generated_at).strftime("%H:%M:%S"),
+        "previous_drive": prev.mountpoint if prev else previous,
+        "previous_drive_plots": prev.plot_count if prev else None,
+        "new_drive_mountpoint": chosen.mountpoint,
+        "new_drive_device": chosen.device,
+        "drive_size": format_size(drive.total_bytes) if drive else None,
+        "free_slots": drive.free_slots if drive else None,
+        "serial": smart.serial if smart else None,
+        "temperature": format_temperature(smart),
+        "health": format_health(smart),
+        "total_plots": snap.total_plots,
+        "drive_count": snap.drive_count,
+        "slots_until_full": snap.slots_until_full,
+        "max_plots": snap.max_plots,
+        "days_to_fill": snap.days_to_fill,
+    }
+    was = prev.mountpoint if prev else (previous or "none")
+    return Notification(
+        event="new_plot_drive",
+        subject=f"{snap.hostname}: new plot drive {chosen.mountpoint}",
+        short_text=f"Plot Drive Updated on {snap.hostname}: Was: {was}, Now: {chosen.mountpoint}",
+        context=context,
+        template="new_plot_drive",
+    )
+
+
+def _update_receive_drive(
+    settings: Settings, config_path: Path, db: StateDB, scan: Scan, notifier: Notifier, outcome: PassOutcome
+) -> None:
+    snap = scan.snapshot
+    offline = {d.name for d in snap.drives if d.offline}
+    chosen_state = choose_receive_drive(
+        scan.states, offline, settings.plot_size_bytes, settings.harvester.reserve_slots,
+        settings.harvester.receive_drive_policy,
+    )
+    chosen = chosen_state.location if chosen_state else None
+    outcome.chosen_drive = chosen.name if chosen else None
+    script_path = settings.receive_script_path
+    wanted_dir = chosen.receive_dir if chosen else None
+    on_disk_dir = script_target(script_path) if script_path.exists() else "missing"
+    if on_disk_dir == wanted_dir and (db.get(RECEIVE_KEY) or {}).get("receive_dir") == wanted_dir:
+        log.debug("receive drive unchanged: %s", chosen.mountpoint if chosen else "none")
+        return
+    text = render_receive_script(
+        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at
+    )
+    if not install_receive_script(script_path, text, receive_lock_path(settings)):
+        outcome.change_deferred = True
+        log.info("a transfer is being received; receive drive change to %s deferred", wanted_dir)
+        return
+    outcome.script_written = True
+    record = {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir} if chosen else {}
+    db.set(RECEIVE_KEY, record)
+    log.info("receive drive: %s -> %s", outcome.previous_drive, chosen.mountpoint if chosen else "none")
+    # The snapshot must show the drive the script now points at.
+    scan.snapshot = replace(snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"))
+    if chosen is not None and chosen.name != outcome.previous_drive:
+        smart = read_smart(chosen.device, smartctl=settings.harvester.smartctl)
+        notifier.send(new_drive_notification(scan.snapshot, outcome.previous_drive, chosen, smart))
+
+
+def decide_alerts(snap: HarvesterSnapshot, settings: Settings) -> dict[str, tuple[bool, str]]:
+    """Pure: which latching alert conditions hold now (key -> (active, detail))."""
+    low_water = settings.harvester.alerts.free_slots_low_water
+    slots = snap.slots_until_full
+    return {
+        "no_receive_drive": (snap.receive_drive is None, f"{snap.drive_count} plot drives, none with a free slot"),
+        "drives_filling": (0 < slots <= low_water, f"{slots} plot slots left (alert at {low_water})"),
+    }
+
+
+def hot_drives(
+    drives: Sequence, smart: dict[str, SmartInfo], limit_c: int
+) -> dict[str, tuple[bool, str]]:
+    """Pure: per-drive temperature alert conditions (a drive in standby is not hot)."""
+    result = {}
+    for drive in drives:
+        info = smart.get(drive.device)
+        temp = info.temperature_c if info and info.state == "active" else None
+        result[f"temperature:{drive.name}"] = (
+            temp is not None and temp >= limit_c,
+            f"{drive.name} ({drive.device}) at {temp}°C, limit {limit_c}°C",
+        )
+    return result
+
+
+def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome) -> None:
+    for key, (active, detail) in decide_alerts(snap, settings).items():
+        if db.alert_transition(key, active, detail):
+            outcome.alerts.append(key)
+            notifier.send(
+                Notification(
+                    event=key,
+                    subject=f"{snap.hostname}: {'no plot drive can receive plots' if key == 'no_receive_drive' else 'plot drives are filling up'}",
+                    short_text=f"{snap.hostname}: {detail}",
+                    context={"hostname": snap.hostname, "detail": detail, "slots_until_full": snap.slots_until_full},
+                    template=None,
+                )
+            )
+    interval = settings.harvester.alerts.temperature_check_minutes * 60
+    last = db.get(TEMPERATURE_CHECK_KEY, 0.0)
+    if snap.generated_at - last < interval:
+        return
+    db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
+    mounted = [d for d in snap.drives if d.mounted]
+    smart = read_many([d.device for d in mounted], smartctl=settings.harvester.smartctl)
+    limit = settings.harvester.alerts.temperature_limit_c
+    newly_hot = []
+    for key, (active, detail) in hot_drives(mounted, smart, limit).items():
+        if db.alert_transition(key, active, detail):
+            newly_hot.append(key.partition(":")[2])
+    if newly_hot:
+        outcome.alerts.append("drive_temperature")
+        rows = [
+            {"mountpoint": d.mountpoint, "device": d.device, "serial": smart[d.device].serial,
+             "temperature": smart[d.device].temperature_c, "limit": limit}
+            for d in mounted if d.name in newly_hot
+        ]
+        notifier.send(
+            Notification(
+                event="drive_temperature",
+                subject=f"{snap.hostname}: {len(rows)} plot drive(s) at or above {limit}°C",
+                short_text=f"{snap.hostname}: hot drives: " + ", ".join(f"{r['mountpoint']} {r['temperature']}°C" for r in rows),
+                context={"hostname": snap.hostname, "drives": rows},
+                template="drive_temperature",
+            )
+        )
+
+
+def run_harvester_pass(
+    settings: Settings, config_path: Path, db: StateDB, notifier: Notifier, now: float | None = None
+) -> PassOutcome:
+    """One cron pass. The caller holds the drive_manager lock."""
+    scan = scan_harvester(settings, db, now)
+    outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
+    _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
+    outcome.snapshot = scan.snapshot
+    write_export(scan.snapshot, settings.export_path)
+    _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    log.debug(
+        "pass done: %d drives, %d plots, %d headers read", scan.snapshot.drive_count,
+        scan.snapshot.total_plots, scan.headers_read,
+    )
+    return outcome

@@ -1,0 +1,144 @@
+"""drive_manager.py's actions: each takes parsed flags and settings, returns an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import date
+from pathlib import Path
+
+from utilities.config import Settings
+from utilities.drives import discover_drives, find_drive
+from utilities.errors import DriveError, UsageError
+from utilities.harvester import run_harvester_pass, scan_harvester
+from utilities.locking import exclusive_lock
+from utilities.notify import Notification, Notifier
+from utilities.reports import (
+    daily_report_context,
+    plot_report_data,
+    plot_report_text,
+    plot_size_label,
+    temperature_report_text,
+    temperature_rows,
+)
+from utilities.smart import read_many, read_smart
+from utilities.state import DailyStats, StateDB
+
+log = logging.getLogger(__name__)
+
+
+def _lock_path(settings: Settings) -> Path:
+    return settings.state_path / "drive_manager.lock"
+
+
+def cron_pass(settings: Settings, config_path: Path, db: StateDB, wait: bool = False) -> None:
+    with exclusive_lock(_lock_path(settings), "drive_manager.py cron run", wait=wait):
+        outcome = run_harvester_pass(settings, config_path, db, Notifier(settings.notifications))
+    if outcome.change_deferred:
+        print(f"receive drive change to {outcome.chosen_drive} deferred: a transfer is being received")
+
+
+def _report_data(settings: Settings, db: StateDB) -> dict:
+    snap = scan_harvester(settings, db).snapshot
+    receive = snap.drive(snap.receive_drive)
+    smart = read_smart(receive.device, smartctl=settings.harvester.smartctl) if receive else None
+    return plot_report_data(snap, smart), smart
+
+
+def plot_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    data, _ = _report_data(settings, db)
+    print(json.dumps(data, indent=2) if args.json else plot_report_text(data, plot_size_label(settings.plot_size)))
+    return 0
+
+
+def check_temps(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    snap = scan_harvester(settings, db).snapshot
+    mounted = [d for d in snap.drives if d.mounted]
+    smart = read_many([d.device for d in mounted], smartctl=settings.harvester.smartctl)
+    limit = settings.harvester.alerts.temperature_limit_c
+    rows = temperature_rows(mounted, smart, limit)
+    if args.json:
+        print(json.dumps({"hostname": snap.hostname, "limit_c": limit, "drives": rows}, indent=2))
+    else:
+        print(temperature_report_text(snap.hostname, rows, limit))
+    return 0
+
+
+def daily_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    data, smart = _report_data(settings, db)
+    context = daily_report_context(data, smart)
+    notifier = Notifier(settings.notifications)
+    notification = Notification(
+        event="daily_report",
+        subject=f"{settings.hostname}: daily plot report",
+        short_text=f"{settings.hostname}: {data['total_plots']} plots, {data['plots_last_24h']} in 24 h, {data['slots_until_full']} slots left",
+        context=context,
+        template="daily_report",
+    )
+    print(notifier.render_text(notification))
+    delivered = notifier.send(notification)
+    if not delivered:
+        print("(daily_report is not switched on for any notification method: nothing sent)")
+    for method, ok in delivered.items():
+        print(f"{method}: {'sent' if ok else 'FAILED (see the log)'}")
+    return 0 if all(delivered.values()) else 1
+
+
+def update_daily(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    snap = scan_harvester(settings, db).snapshot
+    stats = DailyStats(
+        day=date.fromtimestamp(snap.generated_at).isoformat(),
+        recorded_at=time.time(),
+        total_plots=snap.total_plots,
+        og_plots=snap.og_plots,
+        pool_plots=snap.pool_plots,
+        new_plots=snap.plots_last_24h,
+    )
+    db.record_daily(stats)
+    print(f"recorded {stats.day}: {stats.total_plots} plots, {stats.new_plots} new in the last 24 hours")
+    return 0
+
+
+def offline_drive(args: argparse.Namespace, settings: Settings, config_path: Path, db: StateDB) -> int:
+    drive = find_drive(discover_drives(settings.harvester.drive_discovery), args.offline_hdd)
+    if not db.set_offline(drive.name, drive.mountpoint):
+        raise DriveError(f"drive {drive.name} ({drive.mountpoint}) is already offline")
+    print(f"{drive.name} ({drive.mountpoint}) is now offline: no more plots will be written to it")
+    cron_pass(settings, config_path, db, wait=True)  # move the receive script off it now
+    return 0
+
+
+def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path, db: StateDB) -> int:
+    offline = db.offline_drives()
+    if not offline:
+        raise DriveError("no drive is offline, so there is nothing to put online")
+    wanted = args.online_hdd.rstrip("/")
+    name = next((n for n, mp in offline.items() if wanted in (n, mp.rstrip("/"))), None)
+    if name is None:
+        raise DriveError(f"drive {args.online_hdd!r} is not offline (offline drives: {', '.join(offline)})")
+    db.set_online(name)
+    print(f"{name} ({offline[name]}) is back online")
+    cron_pass(settings, config_path, db, wait=True)
+    return 0
+
+
+def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
+    if args.json and not (args.plot_report or args.check_temps):
+        raise UsageError("--json goes with -pr/--plot_report or -ct/--check_temps")
+    with StateDB(settings.database_path) as db:
+        if args.plot_report:
+            return plot_report(args, settings, db)
+        if args.check_temps:
+            return check_temps(args, settings, db)
+        if args.daily_report:
+            return daily_report(args, settings, db)
+        if args.update_daily:
+            return update_daily(args, settings, db)
+        if args.offline_hdd:
+            return offline_drive(args, settings, config_path, db)
+        if args.online_hdd:
+            return online_drive(args, settings, config_path, db)
+        cron_pass(settings, config_path, db)
+        return 0

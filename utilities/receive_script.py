@@ -1,0 +1,77 @@
+"""Write ``receive_plot.sh``, the script a plotter starts over SSH to receive one plot.
+
+drive_manager.py rewrites it each time the receive drive changes. The rewrite is atomic (a
+half-written script must never run) and happens only while no transfer is being received: every
+receiver holds a shared ``flock`` on the receive lock for its whole run, and the rewrite needs the
+exclusive lock, so a busy harvester simply keeps the old script until the next minute.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from utilities.config import INSTALL_DIR
+from utilities.drives import DriveLocation
+from utilities.errors import LockBusy
+from utilities.locking import exclusive_lock
+from utilities.snapshot import atomic_write_text
+
+TEMPLATE_DIR = INSTALL_DIR / "templates"
+RECEIVER = INSTALL_DIR / "receive_plot.py"
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # a shell script: quoting is done by shell_quote, explicitly
+    )
+    env.filters["shell_quote"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def render_receive_script(
+    drive: DriveLocation | None,
+    hostname: str,
+    config_file: Path,
+    lock_file: Path,
+    generated_at: float,
+    python: str = sys.executable,
+) -> str:
+    """Pure: the script text for ``drive`` (or the refusing script when there is none)."""
+    return _environment().get_template("receive_plot.sh.j2").render(
+        drive=drive,
+        hostname=hostname,
+        config_file=config_file,
+        lock_file=lock_file,
+        python=python,
+        receiver=RECEIVER,
+        generated_at=datetime.fromtimestamp(generated_at).isoformat(timespec="seconds"),
+    )
+
+
+def script_target(path: Path) -> str | None:
+    """The receive directory an existing script points at (None: refusing script or no file)."""
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("RECEIVE_DIR="):
+                return shlex.split(line.partition("=")[2])[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def install_receive_script(path: Path, text: str, lock_file: Path) -> bool:
+    """Atomically replace the script unless a transfer is being received; True when written."""
+    try:
+        with exclusive_lock(lock_file, "a plot transfer into this harvester"):
+            atomic_write_text(path, text, mode=0o755)
+            return True
+    except LockBusy:
+        return False

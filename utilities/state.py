@@ -1,0 +1,223 @@
+"""The program's own memory: one SQLite database in the state directory.
+
+Why SQLite and not the YAML file: overlapping cron runs (a slow minute run and the next one, or a
+report started by hand) must neither corrupt state nor both act on it. SQLite gives atomic
+transactions, WAL lets readers proceed while one run writes, and ``busy_timeout`` makes a second
+writer wait its turn instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS offline_drives (
+    name TEXT PRIMARY KEY,
+    mountpoint TEXT NOT NULL,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    key TEXT PRIMARY KEY,
+    active INTEGER NOT NULL,
+    changed_at REAL NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS plot_headers (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    format TEXT,
+    k INTEGER,
+    kind TEXT NOT NULL,
+    compression INTEGER NOT NULL,
+    plot_id TEXT
+);
+CREATE TABLE IF NOT EXISTS daily_stats (
+    day TEXT PRIMARY KEY,
+    recorded_at REAL NOT NULL,
+    total_plots INTEGER NOT NULL,
+    og_plots INTEGER NOT NULL,
+    pool_plots INTEGER NOT NULL,
+    new_plots INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class CachedHeader:
+    """What we remember of a plot file's header, valid while size and mtime are unchanged."""
+
+    size: int
+    mtime_ns: int
+    format: str | None
+    k: int | None
+    kind: str  # "og", "pool" or "unknown" (unreadable header)
+    compression: int
+    plot_id: str | None
+
+
+@dataclass(frozen=True)
+class DailyStats:
+    day: str
+    recorded_at: float
+    total_plots: int
+    og_plots: int
+    pool_plots: int
+    new_plots: int
+
+
+class StateDB:
+    """Thin typed access to the state database; every write is one transaction."""
+
+    def __init__(self, path: Path, timeout_seconds: float = 30.0) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(str(path), timeout=timeout_seconds, isolation_level=None)
+        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_seconds * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        with self.transaction() as cur:
+            version = cur.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"state database {path} was written by a newer version (schema {version})"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)  # executescript would COMMIT our transaction early
+            cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """BEGIN IMMEDIATE: take the write lock up front so two runs serialise, never deadlock."""
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- key/value -----------------------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set(self, key: str, value: Any, cur: sqlite3.Cursor | None = None) -> None:
+        sql = "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+        args = (key, json.dumps(value), time.time())
+        if cur is not None:
+            cur.execute(sql, args)
+        else:
+            with self.transaction() as c:
+                c.execute(sql, args)
+
+    # -- offline drives ------------------------------------------------------------------------
+    def offline_drives(self) -> dict[str, str]:
+        """name -> mountpoint of every drive the farmer took offline."""
+        return dict(self._conn.execute("SELECT name, mountpoint FROM offline_drives ORDER BY name"))
+
+    def set_offline(self, name: str, mountpoint: str) -> bool:
+        """Returns False when the drive was already offline (nothing changed)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR IGNORE INTO offline_drives(name, mountpoint, since) VALUES (?, ?, ?)",
+                (name, mountpoint, time.time()),
+            )
+            return cur.rowcount == 1
+
+    def set_online(self, name: str) -> bool:
+        """Returns False when the drive was not offline."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM offline_drives WHERE name = ?", (name,))
+            return cur.rowcount == 1
+
+    # -- latching alerts -----------------------------------------------------------------------
+    def alert_transition(self, key: str, active: bool, detail: str = "") -> bool:
+        """Record an alert condition; True only when it just became active (notify then, once).
+
+        A condition that stays active returns False on later runs; once it clears, the next
+        crossing alerts again. The read and the write happen in one transaction, so two
+        overlapping runs cannot both see the edge and both notify.
+        """
+        with self.transaction() as cur:
+            row = cur.execute("SELECT active FROM alerts WHERE key = ?", (key,)).fetchone()
+            was_active = bool(row[0]) if row else False
+            if row is None or was_active != active:
+                cur.execute(
+                    "INSERT INTO alerts(key, active, changed_at, detail) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET active = excluded.active, "
+                    "changed_at = excluded.changed_at, detail = excluded.detail",
+                    (key, int(active), time.time(), detail),
+                )
+            return active and not was_active
+
+    def active_alerts(self, prefix: str = "") -> dict[str, str]:
+        rows = self._conn.execute(
+            "SELECT key, detail FROM alerts WHERE active = 1 AND key LIKE ? ORDER BY key",
+            (prefix + "%",),
+        )
+        return dict(rows)
+
+    # -- plot header cache ---------------------------------------------------------------------
+    def load_headers(self) -> dict[str, CachedHeader]:
+        rows = self._conn.execute(
+            "SELECT path, size, mtime_ns, format, k, kind, compression, plot_id FROM plot_headers"
+        )
+        return {row[0]: CachedHeader(*row[1:]) for row in rows}
+
+    def update_headers(
+        self, upserts: dict[str, CachedHeader], deletes: Iterable[str]
+    ) -> None:
+        with self.transaction() as cur:
+            cur.executemany("DELETE FROM plot_headers WHERE path = ?", ((p,) for p in deletes))
+            cur.executemany(
+                "INSERT OR REPLACE INTO plot_headers(path, size, mtime_ns, format, k, kind, compression, plot_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (p, h.size, h.mtime_ns, h.format, h.k, h.kind, h.compression, h.plot_id)
+                    for p, h in upserts.items()
+                ),
+            )
+
+    # -- daily statistics ----------------------------------------------------------------------
+    def record_daily(self, stats: DailyStats) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO daily_stats(day, recorded_at, total_plots, og_plots, pool_plots, new_plots) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (stats.day, stats.recorded_at, stats.total_plots, stats.og_plots, stats.pool_plots, stats.new_plots),
+            )
+
+    def daily_history(self, limit: int = 30) -> list[DailyStats]:
+        rows = self._conn.execute(
+            "SELECT day, recorded_at, total_plots, og_plots, pool_plots, new_plots FROM daily_stats "
+            "ORDER BY day DESC LIMIT ?",
+            (limit,),
+        )
+        return [DailyStats(*row) for row in rows]
