@@ -49,7 +49,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import pytest
 
@@ -87,8 +87,7 @@ def _run(cmd: Sequence[str], *, check: bool = True) -> subprocess.CompletedProce
     proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise RuntimeError(
-            f"{' '.join(cmd)} failed with exit status {proc.returncode}: "
-            f"{proc.stderr.strip() or proc.stdout.strip()}"
+            f"{' '.join(cmd)} failed with exit status {proc.returncode}: {proc.stderr.strip() or proc.stdout.strip()}"
         )
     return proc
 
@@ -226,6 +225,7 @@ def _rmdirs(created: Iterable[Path]) -> None:
 
 # --- atexit backstop -------------------------------------------------------------------
 
+
 class _Cleanable:
     """Something holding mounts/devices that the atexit backstop may have to release."""
 
@@ -265,7 +265,7 @@ def _atexit_cleanup() -> None:
         log.warning("atexit: releasing %r that was never closed", obj)
         try:
             obj.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+        except Exception:
             log.exception("atexit cleanup of %r failed", obj)
 
 
@@ -283,11 +283,7 @@ def _probe_loop() -> str | None:
     """
     if os.geteuid() != 0:
         return "needs root to attach loop devices and mount filesystems"
-    missing = [
-        tool
-        for tool in ("losetup", "mkfs.ext4", "mount", "umount", "blkid")
-        if shutil.which(tool) is None
-    ]
+    missing = [tool for tool in ("losetup", "mkfs.ext4", "mount", "umount", "blkid") if shutil.which(tool) is None]
     if missing:
         return f"missing tools: {', '.join(missing)}"
     tmpdir = tempfile.mkdtemp(prefix="loopdrives-probe-")
@@ -389,9 +385,7 @@ class LoopDrives(_Cleanable):
         if size_mb is None:
             size_mb = DEFAULT_SIZE_MB[fstype]
         if size_mb < MIN_SIZE_MB[fstype]:
-            raise ValueError(
-                f"{fstype} needs at least {MIN_SIZE_MB[fstype]} MiB per drive, got {size_mb}"
-            )
+            raise ValueError(f"{fstype} needs at least {MIN_SIZE_MB[fstype]} MiB per drive, got {size_mb}")
         rels = [_check_relative(m) for m in mountpoints]
         if len(set(rels)) != len(rels):
             raise ValueError(f"duplicate mountpoints in {mountpoints!r}")
@@ -414,7 +408,7 @@ class LoopDrives(_Cleanable):
 
     # -- setup ------------------------------------------------------------------------------
 
-    def __enter__(self) -> LoopDrives:
+    def __enter__(self) -> Self:
         if not self._closed:
             raise RuntimeError("LoopDrives is already active")
         self._closed = False
@@ -457,6 +451,8 @@ class LoopDrives(_Cleanable):
             if not uuid:
                 raise RuntimeError(f"blkid found no UUID on freshly made {slot.device}")
             slot.created_dirs = _mkdirs(mountpoint)
+            # Spelled as the kernel will list it, even if part of root is a symlink.
+            slot.mountpoint = mountpoint = mountpoint.resolve()
             if mounted_at(mountpoint):
                 raise RuntimeError(f"{mountpoint} is already a mountpoint; refusing to stack")
             _run(["mount", "-t", self.fstype, slot.device, str(mountpoint)])
@@ -481,34 +477,43 @@ class LoopDrives(_Cleanable):
             return
         problems: list[str] = []
         for slot in reversed(self._slots):
-            if slot.mounted or (slot.device and self._mounted_here(slot)):
+            # Asks the kernel rather than trusting ``slot.mounted``: setup may have been
+            # interrupted right after mount(8) succeeded, and a test may have unmounted the
+            # drive behind our back.  Only our own device at that path is unmounted.
+            if slot.device is not None and self._mounted_here(slot):
                 try:
                     umount(slot.mountpoint, repr(self))
-                    slot.mounted = False
-                except Exception as exc:  # noqa: BLE001 - keep cleaning the rest
+                except Exception as exc:
                     problems.append(f"umount {slot.mountpoint}: {exc}")
-            if slot.device is not None and not slot.mounted:
-                proc = _run(["losetup", "-d", slot.device], check=False)
-                if proc.returncode == 0 or not self._attached_to(slot.device, slot.image):
-                    slot.device = None
-                else:
-                    problems.append(f"losetup -d {slot.device}: {proc.stderr.strip()}")
-            if slot.device is None:
-                try:
-                    slot.image.unlink(missing_ok=True)
-                except OSError as exc:
-                    problems.append(f"rm {slot.image}: {exc}")
-            if not slot.mounted:
-                _rmdirs(slot.created_dirs)
+                    continue
+            slot.mounted = False
+            if slot.device is not None:
+                # Detach only while the device is still bound to our image: once it is free,
+                # another process on this machine may already have attached its own file.
+                # A device still held by a lazily unmounted filesystem is not detached at
+                # once; the kernel marks it autoclear and frees it when the last user lets go.
+                if self._attached_to(slot.device, slot.image):
+                    proc = _run(["losetup", "-d", slot.device], check=False)
+                    if proc.returncode != 0 and self._attached_to(slot.device, slot.image):
+                        problems.append(f"losetup -d {slot.device}: {proc.stderr.strip()}")
+                        continue
+                slot.device = None
+            try:
+                slot.image.unlink(missing_ok=True)
+            except OSError as exc:
+                problems.append(f"rm {slot.image}: {exc}")
+            _rmdirs(slot.created_dirs)
         if self._image_dir is not None:
             try:
                 self._image_dir.rmdir()
+                self._image_dir = None
             except OSError as exc:
                 problems.append(f"rmdir {self._image_dir}: {exc}")
+        if problems:
+            # Stay registered: the atexit backstop gets another try at what is left.
+            raise CleanupError(f"{self!r} leaked: " + "; ".join(problems))
         self._closed = True
         unregister_active(self)
-        if problems:
-            raise CleanupError(f"{self!r} leaked: " + "; ".join(problems))
 
     def _mounted_here(self, slot: _Slot) -> bool:
         """Whether our device (and not someone else's) is mounted at the slot's mountpoint."""
@@ -594,9 +599,7 @@ class LoopDrives(_Cleanable):
                         # zero free space, where a few blocks do not matter.
                         if free - leave_bytes <= _FULL_SLACK_BLOCKS * bs:
                             return free
-                        raise RuntimeError(
-                            f"cannot fill {drive.mountpoint} below {free} bytes free"
-                        )
+                        raise RuntimeError(f"cannot fill {drive.mountpoint} below {free} bytes free")
                 else:
                     shrink = -(-(leave_bytes - free) // bs) * bs
                     if size == 0:
@@ -605,14 +608,12 @@ class LoopDrives(_Cleanable):
                         os.ftruncate(fd, 0)
                         if self._settled_free(fd, drive) < leave_bytes:
                             raise ValueError(
-                                f"{drive.mountpoint} has only {free} bytes free, "
-                                f"cannot leave {leave_bytes}"
+                                f"{drive.mountpoint} has only {free} bytes free, cannot leave {leave_bytes}"
                             )
                         continue
                     os.ftruncate(fd, max(0, size - shrink))
             raise RuntimeError(
-                f"fill({drive.mountpoint}, {leave_bytes}) did not converge: "
-                f"{free_bytes(drive.mountpoint)} bytes free"
+                f"fill({drive.mountpoint}, {leave_bytes}) did not converge: {free_bytes(drive.mountpoint)} bytes free"
             )
         finally:
             os.close(fd)

@@ -31,6 +31,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -125,7 +126,7 @@ class TmpfsDrives(_Cleanable):
         """The drives, in the order their mountpoints were given."""
         return list(self._drives)
 
-    def __enter__(self) -> TmpfsDrives:
+    def __enter__(self) -> Self:
         if not self._closed:
             raise RuntimeError("TmpfsDrives is already active")
         self._closed = False
@@ -134,6 +135,8 @@ class TmpfsDrives(_Cleanable):
             for rel in self._rels:
                 mountpoint = self.root / rel
                 self._created_dirs.extend(_mkdirs(mountpoint))
+                # Spelled as the kernel will list it, even if part of root is a symlink.
+                mountpoint = mountpoint.resolve()
                 if mounted_at(mountpoint):
                     raise RuntimeError(f"{mountpoint} is already a mountpoint; refusing to stack")
                 self._mount(mountpoint)
@@ -151,9 +154,7 @@ class TmpfsDrives(_Cleanable):
         # syscall, close() still checks the kernel's table for our source at this path.
         self._mounted[mountpoint] = True
         try:
-            _run(
-                ["mount", "-t", "tmpfs", "-o", f"size={self.size}", self.source, str(mountpoint)]
-            )
+            _run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", self.source, str(mountpoint)])
         except BaseException:
             self._mounted[mountpoint] = self._ours_at(mountpoint)
             raise
@@ -171,15 +172,16 @@ class TmpfsDrives(_Cleanable):
             if mounted and self._ours_at(mountpoint):
                 try:
                     umount(mountpoint, repr(self))
-                except Exception as exc:  # noqa: BLE001 - keep cleaning the rest
+                except Exception as exc:
                     problems.append(f"umount {mountpoint}: {exc}")
                     continue
             self._mounted[mountpoint] = False
         _rmdirs(self._created_dirs)
+        if problems:
+            # Stay registered: the atexit backstop gets another try at what is left.
+            raise CleanupError(f"{self!r} leaked: " + "; ".join(problems))
         self._closed = True
         unregister_active(self)
-        if problems:
-            raise CleanupError(f"{self!r} leaked: " + "; ".join(problems))
 
     def _drive(self, drive: TmpfsDrive) -> Path:
         if drive not in self._drives:
