@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -34,6 +35,10 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 log = logging.getLogger(__name__)
+# Twilio logs every request and response at INFO, several lines each; that would flood the
+# farmer's cron log, so its client gets a logger of ours that only passes warnings.
+_twilio_log = logging.getLogger(f"{__name__}.twilio_http")
+_twilio_log.setLevel(logging.WARNING)
 
 #: Every event a script may raise, with what it means. Add a line here to add an event; the
 #: config validation and the generic e-mail fallback pick it up without further changes.
@@ -104,9 +109,7 @@ class EmailSettings(_Settings):
         if self.ssl and self.starttls:
             raise ValueError("email.ssl and email.starttls exclude each other; choose one")
         if self.enabled:
-            _require_present(
-                "email", {"smtp_host": self.smtp_host, "from_address": self.from_address, "to": self.to}
-            )
+            _require_present("email", {"smtp_host": self.smtp_host, "from_address": self.from_address, "to": self.to})
             if (self.username is None) != (self.password is None):
                 raise ValueError("email.username and email.password must be set together")
         return self
@@ -188,9 +191,7 @@ class NotificationSettings(_Settings):
                 raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
             for method in methods:
                 if method not in METHODS:
-                    raise ValueError(
-                        f"events.{event}: unknown method {method!r}; choose from {', '.join(METHODS)}"
-                    )
+                    raise ValueError(f"events.{event}: unknown method {method!r}; choose from {', '.join(METHODS)}")
         return events
 
     def methods_for(self, event: str) -> list[str]:
@@ -288,8 +289,9 @@ def template_variables(notification: Notification) -> dict[str, Any]:
     """Context keys plus ``subject``, ``event``, ``event_description`` and ``context`` itself.
 
     The reserved names win over context keys of the same name so every template can rely on them.
+    ``hostname`` defaults to this machine's name: scripts run on the host they report on.
     """
-    variables = dict(notification.context)
+    variables = {"hostname": socket.gethostname(), **notification.context}
     variables.update(
         subject=notification.subject,
         event=notification.event,
@@ -386,13 +388,13 @@ def send_sms(settings: SmsSettings, text: str) -> None:
     client = Client(
         settings.account_sid,
         settings.auth_token,
-        http_client=TwilioHttpClient(timeout=settings.timeout_seconds),
+        http_client=TwilioHttpClient(timeout=settings.timeout_seconds, logger=_twilio_log),
     )
     failures: list[BaseException] = []
     for number in settings.to_numbers:
         try:
             client.messages.create(body=text, from_=settings.from_number, to=number)
-        except Exception as exc:  # noqa: BLE001 - keep trying the remaining numbers
+        except Exception as exc:  # keep trying the remaining numbers
             failures.append(exc)
     if failures:
         last = failures[-1]
@@ -445,7 +447,7 @@ class _Attempt:
     def _run(self) -> None:
         try:
             self._action()
-        except Exception as exc:  # noqa: BLE001 - reported by the caller, never raised
+        except Exception as exc:  # reported by the caller, never raised
             self.error = exc
 
     def start(self) -> None:
@@ -497,7 +499,7 @@ class Notifier:
         for method in self.settings.methods_for(notification.event):
             try:
                 action = self._action(method, notification)
-            except Exception as exc:  # noqa: BLE001 - e.g. a template error
+            except Exception as exc:  # e.g. a template error
                 self._report(method, notification, exc)
                 results[method] = False
                 continue

@@ -52,7 +52,7 @@ class _CollectingHandler:
         self.received: list[ReceivedMail] = []
         self.condition = threading.Condition()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd hook name
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd hook name
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         auth = session.auth_data
@@ -86,8 +86,7 @@ class SMTPTestServer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(
-                        f"expected {count} message(s) within {timeout:g} s, "
-                        f"got {len(self._handler.received)}"
+                        f"expected {count} message(s) within {timeout:g} s, got {len(self._handler.received)}"
                     )
                 self._handler.condition.wait(remaining)
             return list(self._handler.received)
@@ -107,7 +106,9 @@ def _authenticator(credentials: tuple[str, str]) -> Any:
     expected = LoginPassword(credentials[0].encode(), credentials[1].encode())
 
     def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
-        return AuthResult(success=auth_data == expected, auth_data=auth_data)
+        # handled=False: let aiosmtpd answer 535 itself on failure (True would leave the client
+        # waiting for a reply that never comes).
+        return AuthResult(success=auth_data == expected, handled=False, auth_data=auth_data)
 
     return authenticate
 
@@ -131,7 +132,7 @@ def smtp_server(credentials: tuple[str, str] | None = None) -> Iterator[SMTPTest
         controller = Controller(handler, hostname=HOST, port=port, ready_timeout=10.0, **extra)
         try:
             controller.start()
-        except Exception as exc:  # noqa: BLE001 - port taken in the meantime: try another
+        except Exception as exc:  # port taken in the meantime: try another
             last_error = exc
             controller.stop(no_assert=True)
             continue
