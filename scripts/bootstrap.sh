@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout runnable on a bare Debian/Ubuntu machine: system packages, then a virtualenv
 # in .venv with the pinned Python packages. Idempotent and quick when everything is there.
-#   scripts/bootstrap.sh runtime   # what the product needs (+ chiapos for the demo's plots)
+#   scripts/bootstrap.sh runtime   # what the product needs
 #   scripts/bootstrap.sh dev       # also what the tests and benchmarks need
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,5 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: pip install -r $req"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q --disable-pip-version-check -r "$req"
-    [ "$kind" = runtime ] && .venv/bin/python -m pip install -q --disable-pip-version-check "$(grep '^chiapos==' requirements-dev.txt)"
     echo "$want" > "$stamp"
 fi

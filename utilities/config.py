@@ -71,7 +71,7 @@ class HarvesterAlertSettings(_Section):
     # A drive at or above this temperature (Celsius) is marked in -ct and alerted once.
     temperature_limit_c: int = Field(default=50, ge=20, le=90)
     # How often the cron run reads drive temperatures (SMART costs time on big JBODs).
-    temperature_check_minutes: int = Field(default=10, ge=1)
+    temperature_check_minutes: int = Field(default=10, ge=0)  # 0: every run
 
 
 class HarvesterSettings(_Section):
@@ -87,6 +87,9 @@ class HarvesterSettings(_Section):
     # chia's debug.log, read for the number of plots chia itself is farming.
     chia_log: Path = Path("~/.chia/mainnet/log/debug.log")
     smartctl: str = "smartctl"
+    # Disk to ask for SMART data per drive (name or mountpoint -> device), where the mounted
+    # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
+    smart_devices: dict[str, str] = {}
     alerts: HarvesterAlertSettings = HarvesterAlertSettings()
 
 
@@ -141,6 +144,11 @@ class Settings(_Section):
     @property
     def chia_log_path(self) -> Path:
         return _expand(self.harvester.chia_log)
+
+    def smart_device(self, name: str, mountpoint: str, device: str) -> str:
+        """The disk SMART should read for a drive: a configured override, else its device."""
+        overrides = self.harvester.smart_devices
+        return overrides.get(name) or overrides.get(mountpoint) or device
 
     @property
     def receive_script_path(self) -> Path:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -120,9 +121,9 @@ def mount_of(path: str, mounts: Sequence[Mount]) -> Mount | None:
     best: Mount | None = None
     for mount in mounts:
         mp = mount.mountpoint.rstrip("/") or "/"
-        if path == mp or path.startswith(mp + "/") or mp == "/":
-            if best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/"):
-                best = mount
+        inside = path == mp or path.startswith(mp + "/") or mp == "/"
+        if inside and (best is None or len(mp) > len(best.mountpoint.rstrip("/") or "/")):
+            best = mount
     return best
 
 
@@ -183,7 +184,7 @@ def current_mounts() -> list[Mount]:
 
 
 def uuid_by_device(by_uuid_dir: str = "/dev/disk/by-uuid") -> dict[str, str]:
-    """Map real device paths to filesystem UUIDs from udev's symlinks (no blkid, no root)."""
+    """Map real device paths to filesystem UUIDs from udev's symlinks (no disk I/O, no root)."""
     result: dict[str, str] = {}
     try:
         names = os.listdir(by_uuid_dir)
@@ -197,8 +198,38 @@ def uuid_by_device(by_uuid_dir: str = "/dev/disk/by-uuid") -> dict[str, str]:
     return result
 
 
+def probe_uuids(devices: Sequence[str]) -> dict[str, str]:
+    """Ask blkid for the UUIDs of ``devices`` in one call (for machines without udev links).
+
+    Probing reads superblocks, so callers cache the answer: a mounted filesystem keeps its UUID.
+    """
+    if not devices:
+        return {}
+    try:
+        out = subprocess.run(
+            ["blkid", "-s", "UUID", "-o", "export", *devices],
+            capture_output=True, text=True, timeout=30, check=False,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    result: dict[str, str] = {}
+    device = None
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        if key == "DEVNAME":
+            device = os.path.realpath(value)
+        elif key == "UUID" and device:
+            result[device] = value
+    return result
+
+
+UuidLookup = Callable[[Sequence[str]], dict[str, str]]
+
+
 def discover_drives(
-    discovery: DriveDiscoverySettings, mounts: Sequence[Mount] | None = None
+    discovery: DriveDiscoverySettings,
+    mounts: Sequence[Mount] | None = None,
+    uuid_lookup: UuidLookup | None = None,
 ) -> list[DriveLocation]:
     """Every plot drive: pattern-matched mounts plus filesystems holding globbed plot dirs."""
     mounts = list(mounts) if mounts is not None else current_mounts()
@@ -224,13 +255,16 @@ def discover_drives(
             if directory not in entry[1]:
                 entry[1].append(directory)
 
-    uuids = uuid_by_device()
     ordered = natsorted(by_key.values(), key=lambda item: item[1][0])
     labels = [mount.mountpoint if mount.device != "unknown" else dirs[0] for mount, dirs in ordered]
     names = assign_names(labels)
+    real = {m.device: os.path.realpath(m.device) for m, _ in ordered if m.device.startswith("/dev/")}
+    uuids = uuid_by_device()
+    unknown = sorted({r for r in real.values() if r not in uuids})
+    if unknown and uuid_lookup is not None:
+        uuids.update(uuid_lookup(unknown))
     locations = []
-    for (mount, dirs), label in zip(ordered, labels):
-        real_device = os.path.realpath(mount.device) if mount.device.startswith("/dev/") else mount.device
+    for (mount, dirs), label in zip(ordered, labels, strict=False):
         locations.append(
             DriveLocation(
                 name=names[label],
@@ -238,7 +272,7 @@ def discover_drives(
                 device=mount.device,
                 fstype=mount.fstype,
                 plot_dirs=tuple(dirs),
-                uuid=uuids.get(real_device),
+                uuid=uuids.get(real.get(mount.device, mount.device)),
             )
         )
     return locations

@@ -21,19 +21,21 @@ from utilities.drives import (
     DriveState,
     choose_receive_drive,
     discover_drives,
+    probe_uuids,
     scan_drives,
 )
 from utilities.notify import Notification, Notifier
 from utilities.receive_script import install_receive_script, render_receive_script, script_target
 from utilities.reports import format_health, format_size, format_temperature
 from utilities.smart import SmartInfo, read_many, read_smart
-from utilities.snapshot import HarvesterSnapshot, summarise_drive, write_export
+from utilities.snapshot import DriveSummary, HarvesterSnapshot, summarise_drive, write_export
 from utilities.state import StateDB
 
 log = logging.getLogger(__name__)
 
 RECEIVE_KEY = "receive_drive"
 TEMPERATURE_CHECK_KEY = "last_temperature_check"
+UUID_CACHE_KEY = "uuid_cache"
 
 
 @dataclass
@@ -60,6 +62,30 @@ def receive_lock_path(settings: Settings) -> Path:
     return settings.state_path / "receive.lock"
 
 
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _cached_uuid_lookup(db: StateDB):  # type: ignore[no-untyped-def]
+    """blkid probes read superblocks (and may wake a disk): ask once per device per boot."""
+
+    def lookup(devices):  # type: ignore[no-untyped-def]
+        boot = _boot_id()
+        cache = db.get(UUID_CACHE_KEY) or {}
+        known = cache.get("uuids", {}) if cache.get("boot_id") == boot else {}
+        missing = [d for d in devices if d not in known]
+        if missing:
+            found = probe_uuids(missing)
+            known = {**known, **{d: found.get(d) for d in missing}}  # misses too: no re-probing
+            db.set(UUID_CACHE_KEY, {"boot_id": boot, "uuids": known})
+        return {d: known[d] for d in devices if known.get(d)}
+
+    return lookup
+
+
 def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) -> Scan:
     """Discover and scan the drives, keep the header cache current, and build the snapshot.
 
@@ -67,7 +93,7 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
     shows where plots really go right now.
     """
     now = time.time() if now is None else now
-    locations = discover_drives(settings.harvester.drive_discovery)
+    locations = discover_drives(settings.harvester.drive_discovery, uuid_lookup=_cached_uuid_lookup(db))
     cache = db.load_headers()
     result = scan_drives(locations, cache, now)
     if result.header_upserts or result.header_deletes:
@@ -158,7 +184,9 @@ def _update_receive_drive(
     # The snapshot must show the drive the script now points at.
     scan.snapshot = replace(snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"))
     if chosen is not None and chosen.name != outcome.previous_drive:
-        smart = read_smart(chosen.device, smartctl=settings.harvester.smartctl)
+        smart = read_smart(
+            settings.smart_device(chosen.name, chosen.mountpoint, chosen.device), smartctl=settings.harvester.smartctl
+        )
         notifier.send(new_drive_notification(scan.snapshot, outcome.previous_drive, chosen, smart))
 
 
@@ -172,13 +200,20 @@ def decide_alerts(snap: HarvesterSnapshot, settings: Settings) -> dict[str, tupl
     }
 
 
+def read_drive_smart(settings: Settings, drives: Sequence[DriveSummary]) -> dict[str, SmartInfo]:
+    """SMART for each drive, keyed by drive name; each disk is read once, sleeping disks are not woken."""
+    disks = {d.name: settings.smart_device(d.name, d.mountpoint, d.device) for d in drives}
+    by_disk = read_many(sorted(set(disks.values())), smartctl=settings.harvester.smartctl)
+    return {name: by_disk[disk] for name, disk in disks.items()}
+
+
 def hot_drives(
-    drives: Sequence, smart: dict[str, SmartInfo], limit_c: int
+    drives: Sequence[DriveSummary], smart: dict[str, SmartInfo], limit_c: int
 ) -> dict[str, tuple[bool, str]]:
     """Pure: per-drive temperature alert conditions (a drive in standby is not hot)."""
     result = {}
     for drive in drives:
-        info = smart.get(drive.device)
+        info = smart.get(drive.name)
         temp = info.temperature_c if info and info.state == "active" else None
         result[f"temperature:{drive.name}"] = (
             temp is not None and temp >= limit_c,
@@ -206,7 +241,7 @@ def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: Harv
         return
     db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
     mounted = [d for d in snap.drives if d.mounted]
-    smart = read_many([d.device for d in mounted], smartctl=settings.harvester.smartctl)
+    smart = read_drive_smart(settings, mounted)
     limit = settings.harvester.alerts.temperature_limit_c
     newly_hot = []
     for key, (active, detail) in hot_drives(mounted, smart, limit).items():
@@ -215,8 +250,8 @@ def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: Harv
     if newly_hot:
         outcome.alerts.append("drive_temperature")
         rows = [
-            {"mountpoint": d.mountpoint, "device": d.device, "serial": smart[d.device].serial,
-             "temperature": smart[d.device].temperature_c, "limit": limit}
+            {"mountpoint": d.mountpoint, "device": d.device, "serial": smart[d.name].serial,
+             "temperature": smart[d.name].temperature_c, "limit": limit}
             for d in mounted if d.name in newly_hot
         ]
         notifier.send(

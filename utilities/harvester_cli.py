@@ -12,7 +12,7 @@ from pathlib import Path
 from utilities.config import Settings
 from utilities.drives import discover_drives, find_drive
 from utilities.errors import DriveError, UsageError
-from utilities.harvester import run_harvester_pass, scan_harvester
+from utilities.harvester import read_drive_smart, run_harvester_pass, scan_harvester
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.reports import (
@@ -23,7 +23,7 @@ from utilities.reports import (
     temperature_report_text,
     temperature_rows,
 )
-from utilities.smart import read_many, read_smart
+from utilities.smart import read_smart
 from utilities.state import DailyStats, StateDB
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,10 @@ def cron_pass(settings: Settings, config_path: Path, db: StateDB, wait: bool = F
 def _report_data(settings: Settings, db: StateDB) -> dict:
     snap = scan_harvester(settings, db).snapshot
     receive = snap.drive(snap.receive_drive)
-    smart = read_smart(receive.device, smartctl=settings.harvester.smartctl) if receive else None
+    smart = (
+        read_smart(settings.smart_device(receive.name, receive.mountpoint, receive.device), smartctl=settings.harvester.smartctl)
+        if receive else None
+    )
     return plot_report_data(snap, smart), smart
 
 
@@ -56,7 +59,7 @@ def plot_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> in
 def check_temps(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
     snap = scan_harvester(settings, db).snapshot
     mounted = [d for d in snap.drives if d.mounted]
-    smart = read_many([d.device for d in mounted], smartctl=settings.harvester.smartctl)
+    smart = read_drive_smart(settings, mounted)
     limit = settings.harvester.alerts.temperature_limit_c
     rows = temperature_rows(mounted, smart, limit)
     if args.json:

@@ -469,6 +469,10 @@ class Notifier:
         self.settings = settings
         self._env = build_environment(templates_dir)
 
+    def render_text(self, notification: Notification) -> str:
+        """The plain-text email body, for printing the same report on a terminal."""
+        return render_email(self._env, notification)[0]
+
     def _secrets(self) -> list[str | None]:
         s = self.settings
         return [s.email.password, s.sms.auth_token, s.pushbullet.api_key, *s.apprise.urls]

@@ -130,13 +130,14 @@ def temperature_rows(
     """One row per drive for -ct; ``hot`` marks drives at or above the configured limit."""
     rows = []
     for drive in drives:
-        info = smart.get(drive.device)
+        info = smart.get(drive.name)
         temp = info.temperature_c if info is not None and info.state == "active" else None
         rows.append(
             {
                 "drive": drive.name,
                 "mountpoint": drive.mountpoint,
                 "device": drive.device,
+                "disk": info.disk if info else None,
                 "serial": info.serial if info else None,
                 "state": info.state if info else "unavailable",
                 "temperature_c": temp,
@@ -174,9 +175,9 @@ def daily_report_context(data: Mapping[str, Any], smart: SmartInfo | None) -> di
     return {
         "hostname": data["hostname"],
         "time": data["generated_at"],
-        "receive_mountpoint": data["receive_mountpoint"],
-        "receive_device": data["receive_device"],
-        "receive_size": format_size(receive_total) if receive_total else None,
+        "receive_drive_mountpoint": data["receive_mountpoint"],
+        "receive_drive_device": data["receive_device"],
+        "receive_drive_size": format_size(receive_total) if receive_total else None,
         "serial": data["receive_serial"],
         "temperature": data["receive_temperature"],
         "health": data["receive_health"],

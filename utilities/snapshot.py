@@ -7,6 +7,7 @@ snapshot, so a report can never disagree with what the program did. The export i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -206,10 +207,8 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 

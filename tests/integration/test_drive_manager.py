@@ -1,0 +1,270 @@
+"""drive_manager.py on real loop-mounted drives, run as cron and as a farmer would by hand."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.harvester_env import Harvester, harvester_config
+from tests.support.loopdrives import LoopDrives, requires_root_and_loop
+from tests.support.plotmaker import cached_plot, copy_plot
+from tests.support.smtp_server import SMTPTestServer, smtp_server
+
+pytestmark = [pytest.mark.root, requires_root_and_loop]
+
+ENCLOSURE = [
+    "enclosure0/front/column0/drive0",
+    "enclosure0/front/column0/drive1",
+    "enclosure0/front/column1/drive2",
+    "enclosure0/rear/column0/drive10",
+]
+
+
+@pytest.fixture(scope="module")
+def plot_size() -> int:
+    """Capacity unit for the tests: the size of a real k=18 plot made by chiapos."""
+    return cached_plot("pool").stat().st_size
+
+
+@pytest.fixture
+def mail() -> Iterator[SMTPTestServer]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def farm(tmp_path: Path, plot_size: int, mail: SMTPTestServer) -> Iterator[tuple[Harvester, LoopDrives]]:
+    root = tmp_path / "farm"
+    root.mkdir()
+    with LoopDrives(root / "mnt", ENCLOSURE, size_mb=64) as drives:
+        harvester = Harvester(root)
+        harvester.write_config(
+            harvester_config(root, [str(root / "mnt" / "enclosure*/*/column*/drive*")], plot_size, mail.port)
+        )
+        yield harvester, drives
+
+
+def _subjects(mail: SMTPTestServer) -> list[str]:
+    return [m.message["Subject"] for m in mail.received]
+
+
+def _write_chia_log(harvester: Harvester, total: int) -> None:
+    log = harvester.root / "chia" / "debug.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(
+        "2026-11-23T10:00:00.123 harvester chia.harvester.harvester: INFO     1 plots were eligible for farming "
+        f"ab12cd34ef... Found 0 proofs. Time: 0.12345 s. Total {total} plots\n"
+    )
+
+
+def test_cron_run_picks_first_drive_and_writes_script_and_export(farm, mail) -> None:
+    harvester, drives = farm
+    harvester.run()
+    first = drives.drives[0]
+    assert harvester.receive_dir() == str(first.mountpoint)
+    assert os.access(harvester.receive_script, os.X_OK)
+    export = harvester.export()
+    assert export["receive_drive"] == "drive0"
+    assert [d["name"] for d in export["drives"]] == ["drive0", "drive1", "drive2", "drive10"]
+    assert {d["uuid"] for d in export["drives"]} == {d.uuid for d in drives.drives}
+    (msg,) = mail.wait_for(1)
+    assert "new plot drive" in msg.message["Subject"]
+    body = msg.message.get_body(("plain",)).get_content()
+    assert str(first.mountpoint) in body
+    # A second run with nothing changed neither rewrites the script nor mails again.
+    before = harvester.receive_script.stat().st_mtime_ns
+    harvester.run()
+    assert harvester.receive_script.stat().st_mtime_ns == before
+    assert len(mail.received) == 1
+
+
+def test_full_drive_moves_receive_to_next_and_notifies(farm, mail, plot_size) -> None:
+    harvester, drives = farm
+    harvester.run()
+    drives.fill_for_plots(drives.drives[0], 0, plot_size)
+    harvester.run()
+    assert harvester.receive_dir() == str(drives.drives[1].mountpoint)
+    msgs = mail.wait_for(2)
+    text = msgs[1].message.get_body(("plain",)).get_content()
+    assert str(drives.drives[0].mountpoint) in text and str(drives.drives[1].mountpoint) in text
+
+
+def test_offline_and_online(farm, plot_size) -> None:
+    harvester, drives = farm
+    harvester.run()
+    out = harvester.run("-off", "drive0").stdout
+    assert "offline" in out
+    assert harvester.receive_dir() == str(drives.drives[1].mountpoint)
+    again = harvester.run("-off", "drive0", check=False)
+    assert again.returncode == 3 and "already offline" in again.stderr
+    unknown = harvester.run("-off", "drive99", check=False)
+    assert unknown.returncode == 3 and "drive99" in unknown.stderr and len(unknown.stderr.splitlines()) == 1
+    not_offline = harvester.run("-on", "drive2", check=False)
+    assert not_offline.returncode == 3 and "not offline" in not_offline.stderr
+    harvester.run("-on", str(drives.drives[0].mountpoint))
+    assert harvester.receive_dir() == str(drives.drives[0].mountpoint)
+    nothing = harvester.run("-on", "drive0", check=False)
+    assert nothing.returncode == 3 and "no drive is offline" in nothing.stderr
+
+
+def test_offline_of_unmounted_drive_is_an_error(farm) -> None:
+    harvester, drives = farm
+    drives.unmount(drives.drives[2])
+    proc = harvester.run("-off", "drive2", check=False)
+    assert proc.returncode == 3 and "not a mounted plot drive" in proc.stderr
+    drives.remount(drives.drives[2])
+    harvester.run("-off", "drive2")
+
+
+def test_no_drive_left_refuses_transfers_and_alerts_once(farm, mail, plot_size) -> None:
+    harvester, drives = farm
+    harvester.run()
+    for drive in drives.drives:
+        drives.fill_for_plots(drive, 0, plot_size)
+    harvester.run()
+    harvester.run()
+    assert harvester.receive_dir() is None
+    refused = subprocess.run(["sh", str(harvester.receive_script), "x.plot", "1", "4000"], capture_output=True, text=True)
+    assert refused.returncode == 75 and "no plot drive" in refused.stderr
+    subjects = _subjects(mail)
+    assert sum("no plot drive can receive" in s for s in subjects) == 1
+    assert harvester.export()["receive_drive"] is None
+    # Space comes back: the drive is picked again and the alert can fire again later.
+    drives.unfill(drives.drives[3])
+    harvester.run()
+    assert harvester.receive_dir() == str(drives.drives[3].mountpoint)
+
+
+def test_plot_report_counts_plots_by_kind(farm, plot_size) -> None:
+    harvester, drives = farm
+    d0, d1 = drives.drives[0].mountpoint, drives.drives[1].mountpoint
+    for _ in range(2):
+        copy_plot("og", d0)
+    for _ in range(3):
+        copy_plot("pool", d1)
+    (d1 / "plot-k18-in-progress.plot.2.tmp").write_bytes(b"x" * 1000)
+    (d1 / ".incoming.plot.part").write_bytes(b"x" * 1000)
+    _write_chia_log(harvester, 5)
+    harvester.run()
+    data = json.loads(harvester.run("-pr", "--json").stdout)
+    assert (data["total_plots"], data["og_plots"], data["pool_plots"]) == (5, 2, 3)
+    assert data["chia_plots"] == 5
+    assert data["drive_count"] == 4
+    expected_slots = sum(d["free_bytes"] // plot_size for d in harvester.export()["drives"])
+    assert data["slots_until_full"] == expected_slots
+    assert data["max_plots"] == expected_slots + 5
+    assert data["plots_last_24h"] == 5
+    assert data["receive_mountpoint"] == str(d0)
+    text = harvester.run("-pr").stdout
+    assert "chianas01 Plot Report" in text
+    assert any(line.startswith("Total Number of Plots on chianas01:") and line.endswith(" 5") for line in text.splitlines())
+    assert any(line.startswith("Total Number of Plots Chia is Farming:") and line.endswith(" 5") for line in text.splitlines())
+
+
+def test_overlapping_cron_run_exits_quietly(farm) -> None:
+    harvester, drives = farm
+    lock = harvester.state_dir / "drive_manager.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        proc = harvester.run()
+    assert proc.returncode == 0
+    assert not harvester.receive_script.exists()
+
+
+def test_drive_change_waits_for_running_transfer(farm, plot_size) -> None:
+    harvester, drives = farm
+    harvester.run()
+    drives.fill_for_plots(drives.drives[0], 0, plot_size)
+    with open(harvester.state_dir / "receive.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # as a running receiver holds it
+        proc = harvester.run()
+        assert "deferred" in proc.stdout
+        assert harvester.receive_dir() == str(drives.drives[0].mountpoint)
+    harvester.run()
+    assert harvester.receive_dir() == str(drives.drives[1].mountpoint)
+
+
+def test_daily_report_email_has_text_and_html(farm, mail) -> None:
+    harvester, drives = farm
+    copy_plot("pool", drives.drives[0].mountpoint)
+    harvester.run()
+    mail.wait_for(1)
+    out = harvester.run("-dr").stdout
+    assert "email: sent" in out
+    msg = mail.wait_for(2)[1].message
+    assert "daily" in msg["Subject"].lower()
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert "chianas01" in text and "<html" in html.lower() and "chianas01" in html
+
+
+def test_update_daily_records_counts(farm) -> None:
+    harvester, drives = farm
+    copy_plot("og", drives.drives[0].mountpoint)
+    out = harvester.run("-ud").stdout
+    assert "1 plots" in out
+
+
+def test_second_layout_nvme_style_and_plot_directory_globs(tmp_path: Path, plot_size: int) -> None:
+    """A different farm: drives named by disk under /srv, plus globbed plot dirs, no enclosure."""
+    root = tmp_path / "farm2"
+    root.mkdir()
+    with LoopDrives(root / "srv", ["disk-b", "disk-a", "disk-c"], size_mb=64) as drives:
+        by_name = {d.mountpoint.name: d for d in drives.drives}
+        for name in ("disk-a", "disk-b"):
+            (by_name[name].mountpoint / "plots").mkdir()
+            (by_name[name].mountpoint / "plots2").mkdir()
+        copy_plot("pool", by_name["disk-a"].mountpoint / "plots")
+        copy_plot("og", by_name["disk-a"].mountpoint / "plots2")
+        harvester = Harvester(root)
+        config = harvester_config(root, [], plot_size)
+        config["harvester"]["drive_discovery"]["plot_directories"] = [str(root / "srv" / "disk-*" / "plots*")]
+        harvester.write_config(config)
+        harvester.run()
+        export = harvester.export()
+        # disk-c has no plot dir: not a plot drive. disk-a and disk-b count once each.
+        assert [d["mountpoint"] for d in export["drives"]] == [
+            str(by_name["disk-a"].mountpoint), str(by_name["disk-b"].mountpoint)]
+        assert export["drives"][0]["plots_og"] == 1 and export["drives"][0]["plots_pool"] == 1
+        assert harvester.receive_dir() == str(by_name["disk-a"].mountpoint / "plots")
+
+
+def test_check_temps_marks_hot_drive_and_never_wakes_standby(farm, mail, monkeypatch, tmp_path) -> None:
+    """-ct and the cron temperature alert, against the stand-in smartctl with real captures."""
+    from tests.support.fake_smartctl import SATA_HDD, FakeSmartctl
+
+    harvester, drives = farm
+    fake = FakeSmartctl(tmp_path).add("/dev/sdb", SATA_HDD, temperature=41).add(
+        "/dev/sdc", SATA_HDD, temperature=57).add("/dev/sdd", SATA_HDD, state="standby")
+    fake.install(monkeypatch)
+    config = harvester_config(harvester.root, [str(harvester.root / "mnt" / "enclosure*/*/column*/drive*")], 4_000_000, mail.port)
+    config["harvester"]["smart_devices"] = {"drive0": "/dev/sdb", "drive1": "/dev/sdc", "drive2": "/dev/sdd"}
+    config["harvester"]["alerts"] = {"temperature_check_minutes": 0, "temperature_limit_c": 50}
+    harvester.write_config(config)
+    data = json.loads(harvester.run("-ct", "--json").stdout)
+    by_drive = {row["drive"]: row for row in data["drives"]}
+    assert by_drive["drive0"]["temperature_c"] == 41 and not by_drive["drive0"]["hot"]
+    assert by_drive["drive1"]["temperature_c"] == 57 and by_drive["drive1"]["hot"]
+    assert by_drive["drive2"]["state"] == "standby" and by_drive["drive2"]["temperature_c"] is None
+    assert by_drive["drive10"]["state"] == "unavailable"  # a loop device has no SMART
+    text = harvester.run("-ct").stdout
+    assert "chianas01 Temperature Report" in text
+    rows = {f[2]: line for line in text.splitlines() if len(f := line.split()) >= 4 and f[2].startswith("drive")}
+    assert "57°C" in rows["drive1"] and rows["drive1"].rstrip().endswith("HOT")
+    assert "41°C" in rows["drive0"] and not rows["drive0"].rstrip().endswith("HOT")
+    assert "standby" in rows["drive2"]
+    # The cron run alerts once for the hot drive, not every minute.
+    harvester.run()
+    harvester.run()
+    temperature_mails = [m for m in mail.received if "°C" in m.message["Subject"]]
+    assert len(temperature_mails) == 1
+    assert "/dev/sdc" not in temperature_mails[0].message["Subject"]
+    assert str(drives.drives[1].mountpoint) in temperature_mails[0].message.get_body(("plain",)).get_content()
+    assert fake.wake_log.exists() is False or fake.wake_log.read_text() == ""

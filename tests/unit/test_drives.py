@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from utilities.config import DriveDiscoverySettings
+from utilities.drives import (
+    DriveLocation,
+    DriveState,
+    Mount,
+    assign_names,
+    choose_receive_drive,
+    find_drive,
+    mount_of,
+    select_plot_mounts,
+)
+from utilities.errors import DriveError
+
+GB = 10**9
+PLOT = 100 * GB
+
+
+def _drive(name: str, free_plots: float, mounted: bool = True) -> DriveState:
+    loc = DriveLocation(name, f"/mnt/e0/front/column0/{name}", f"/dev/{name}", "xfs", (f"/mnt/e0/front/column0/{name}",))
+    return DriveState(loc, total_bytes=10 * PLOT, used_bytes=0, free_bytes=int(free_plots * PLOT), mounted=mounted)
+
+
+def test_default_patterns_pick_enclosure_drives_only_in_natural_order() -> None:
+    mounts = [
+        Mount("/dev/sda1", "/", "ext4"),
+        Mount("/dev/sdc1", "/mnt/enclosure0/front/column1/drive10", "xfs"),
+        Mount("/dev/sdb1", "/mnt/enclosure0/front/column0/drive2", "xfs"),
+        Mount("tmpfs", "/mnt/enclosure0/front/column0/drive3", "tmpfs"),
+        Mount("/dev/sdd1", "/mnt/backup/drive1", "ext4"),
+        Mount("/dev/nvme0n1p1", "/mnt/enclosure1/rear/column0/drive9", "xfs"),
+    ]
+    picked = select_plot_mounts(mounts, DriveDiscoverySettings())
+    assert [m.mountpoint for m in picked] == [
+        "/mnt/enclosure0/front/column0/drive2",
+        "/mnt/enclosure0/front/column1/drive10",
+        "/mnt/enclosure1/rear/column0/drive9",
+    ]
+
+
+def test_custom_layout_and_bind_mount_counted_once() -> None:
+    discovery = DriveDiscoverySettings(device_patterns=("/dev/mapper/*",), mountpoint_patterns=("/srv/chia/*",))
+    mounts = [
+        Mount("/dev/mapper/mpatha", "/srv/chia/a", "ext4"),
+        Mount("/dev/mapper/mpatha", "/srv/chia/a-bind", "ext4"),
+        Mount("/dev/mapper/mpathb", "/srv/chia/b", "ext4"),
+    ]
+    assert [m.mountpoint for m in select_plot_mounts(mounts, discovery)] == ["/srv/chia/a", "/srv/chia/b"]
+
+
+def test_mount_of_takes_longest_prefix() -> None:
+    mounts = [Mount("/dev/vda", "/", "ext4"), Mount("/dev/sdb1", "/srv/d1", "xfs"), Mount("/dev/sdc1", "/srv/d10", "xfs")]
+    assert mount_of("/srv/d10/plots", mounts).device == "/dev/sdc1"
+    assert mount_of("/srv/d1", mounts).device == "/dev/sdb1"
+    assert mount_of("/home/x", mounts).device == "/dev/vda"
+
+
+def test_names_are_basenames_unless_ambiguous() -> None:
+    names = assign_names(["/mnt/a/drive1", "/mnt/b/drive1", "/mnt/a/drive2"])
+    assert names == {"/mnt/a/drive1": "/mnt/a/drive1", "/mnt/b/drive1": "/mnt/b/drive1", "/mnt/a/drive2": "drive2"}
+
+
+def test_fill_in_order_skips_full_offline_and_unmounted() -> None:
+    drives = [_drive("drive0", 0.5), _drive("drive1", 3), _drive("drive2", 9, mounted=False), _drive("drive3", 8)]
+    assert choose_receive_drive(drives, [], PLOT).name == "drive1"
+    assert choose_receive_drive(drives, ["drive1"], PLOT).name == "drive3"
+    assert choose_receive_drive(drives, ["drive1", "drive3"], PLOT) is None
+
+
+def test_reserve_slots_and_most_free_policy() -> None:
+    drives = [_drive("drive0", 1.2), _drive("drive1", 3), _drive("drive2", 5)]
+    assert choose_receive_drive(drives, [], PLOT, reserve_slots=1).name == "drive1"
+    assert choose_receive_drive(drives, [], PLOT, policy="most_free").name == "drive2"
+    assert choose_receive_drive(drives, [], PLOT, reserve_slots=5) is None
+
+
+def test_find_drive_by_name_or_mountpoint() -> None:
+    locs = [_drive("drive0", 1).location, _drive("drive1", 1).location]
+    assert find_drive(locs, "drive1").name == "drive1"
+    assert find_drive(locs, "/mnt/e0/front/column0/drive0/").name == "drive0"
+    with pytest.raises(DriveError, match="drive7"):
+        find_drive(locs, "drive7")
