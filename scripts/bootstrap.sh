@@ -23,7 +23,9 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+if [ ${#missing[@]} -gt 0 ] && [ "${BOOTSTRAP_NO_APT:-0}" = 1 ]; then
+    echo "bootstrap: not installing ${missing[*]} (asked not to use apt)" >&2
+elif [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     need_root "${missing[*]}"
     echo "bootstrap: apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

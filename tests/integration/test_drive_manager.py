@@ -77,6 +77,8 @@ def test_cron_run_picks_first_drive_and_writes_script_and_export(farm, mail) -> 
     assert "new plot drive" in msg.message["Subject"]
     body = msg.message.get_body(("plain",)).get_content()
     assert str(first.mountpoint) in body
+    log_text = (harvester.state_dir / "logs" / "drive_manager.log").read_text()
+    assert "receive drive: None -> " + str(first.mountpoint) in log_text
     # A second run with nothing changed neither rewrites the script nor mails again.
     before = harvester.receive_script.stat().st_mtime_ns
     harvester.run()

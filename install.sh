@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Set up one role of the plot manager on Debian/Ubuntu, idempotently.
+#
+#   ./install.sh harvester|plotter|farmer [--cron] [--config PATH] [--user USER] [--no-apt] [--cron-dir DIR]
+#
+#   - installs the role's system packages (apt),
+#   - makes a virtualenv in .venv with the pinned requirements.txt,
+#   - copies config/plot_manager.skel.yaml to the config path if no config is there (never
+#     overwrites one) with mode 0600, since it can hold mail/SMS/push secrets,
+#   - creates the state directory the config names and validates the config,
+#   - with --cron, writes the role's cron entries to /etc/cron.d/plot_manager-ROLE (rewritten
+#     whole each time, so running it again never duplicates a line).
+set -euo pipefail
+cd "$(dirname "$0")"
+INSTALL_DIR=$(pwd)
+
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+die() { echo "install.sh: $*" >&2; exit 2; }
+
+role=""; cron=0; apt=1; user=$(id -un); config=""; cron_dir=/etc/cron.d
+while [ $# -gt 0 ]; do
+    case "$1" in
+        harvester|plotter|farmer) [ -z "$role" ] || die "only one role at a time"; role=$1 ;;
+        --cron) cron=1 ;;
+        --no-apt) apt=0 ;;
+        --config) [ $# -ge 2 ] || die "--config needs a path"; config=$2; shift ;;
+        --user) [ $# -ge 2 ] || die "--user needs a user name"; user=$2; shift ;;
+        --cron-dir) [ $# -ge 2 ] || die "--cron-dir needs a directory"; cron_dir=$2; shift ;;
+        -h|--help) usage 0 ;;
+        *) die "unknown argument '$1' (see ./install.sh --help)" ;;
+    esac
+    shift
+done
+[ -n "$role" ] || die "name a role: harvester, plotter or farmer (see ./install.sh --help)"
+id "$user" >/dev/null 2>&1 || die "--user: no such user '$user'"
+home=$(getent passwd "$user" | cut -d: -f6)
+config=${config:-$home/.config/plot_manager/plot_manager.yaml}
+
+# 1. System packages for the role.
+packages=(python3 python3-venv python3-pip)
+case "$role" in
+    harvester) packages+=(smartmontools netcat-openbsd sysstat openssh-server util-linux) ;;
+    plotter)   packages+=(netcat-openbsd sysstat openssh-client util-linux) ;;
+    farmer)    packages+=(openssh-client) ;;
+esac
+if [ "$apt" = 1 ]; then
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "$(id -u)" -eq 0 ] || die "installing ${missing[*]} needs root (or pass --no-apt)"
+        echo "installing: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+fi
+
+# 2. The virtualenv.
+BOOTSTRAP_NO_APT=$((1 - apt)) bash scripts/bootstrap.sh runtime
+python=$INSTALL_DIR/.venv/bin/python
+
+# 3. The config: copied once, never overwritten.
+if [ -e "$config" ]; then
+    echo "config: keeping existing $config"
+else
+    install -d -m 0700 -o "$user" "$(dirname "$config")"
+    install -m 0600 -o "$user" config/plot_manager.skel.yaml "$config"
+    echo "config: created $config from the skeleton; edit it, then run: $python $INSTALL_DIR/drive_manager.py --config $config --check-config"
+fi
+
+# 4. State directory (from the config) and a validation run.
+state_dir=$("$python" - "$config" <<'PY'
+import sys
+sys.path.insert(0, ".")
+from utilities.config import load_settings
+from utilities.errors import ConfigError
+try:
+    settings, _ = load_settings(sys.argv[1])
+except ConfigError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(2)
+print(settings.state_path)
+PY
+) || die "the config $config is not valid; fix it and run install.sh again"
+install -d -m 0750 -o "$user" "$state_dir"
+echo "state: $state_dir"
+
+# 5. Cron entries for the role.
+if [ "$cron" = 1 ]; then
+    run="cd $(printf %q "$INSTALL_DIR") && PLOT_MANAGER_CONFIG=$(printf %q "$config") $(printf %q "$python")"
+    case "$role" in
+        harvester) script=drive_manager.py; lines=(
+            "* * * * * $user $run drive_manager.py"
+            "01 00 * * * $user $run drive_manager.py -ud"
+            "02 00 * * * $user $run drive_manager.py -dr") ;;
+        plotter) script=plot_manager.py; lines=("*/2 * * * * $user $run plot_manager.py") ;;
+        farmer) script=coin_monitor.py; lines=("* * * * * $user $run coin_monitor.py") ;;
+    esac
+    [ -e "$INSTALL_DIR/$script" ] || die "--cron: $script is not part of this version yet; no cron entries written"
+    install -d "$cron_dir"
+    cron_file="$cron_dir/plot_manager-$role"
+    {
+        echo "# Written by $INSTALL_DIR/install.sh $role --cron; rerun it to update. Output goes to cron mail."
+        echo "SHELL=/bin/sh"
+        printf '%s\n' "${lines[@]}"
+    } > "$cron_file.tmp"
+    chmod 0644 "$cron_file.tmp"
+    mv "$cron_file.tmp" "$cron_file"
+    echo "cron: wrote $cron_file"
+fi
+echo "install.sh: $role ready"

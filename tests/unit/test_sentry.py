@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import sentry_sdk
+
+from utilities.config import SentrySettings
+from utilities.sentry import init_sentry
+
+
+def test_no_dsn_means_no_sentry() -> None:
+    assert init_sentry(SentrySettings(), "drive_manager") is False
+
+
+def test_dsn_configures_without_personal_data() -> None:
+    try:
+        assert init_sentry(SentrySettings(dsn="http://public@127.0.0.1:9/1"), "drive_manager") is True
+        options = sentry_sdk.get_client().options
+        assert options["send_default_pii"] is False
+        assert options["include_local_variables"] is False
+        assert not options["server_name"]
+    finally:
+        sentry_sdk.init()  # back to a disabled client
