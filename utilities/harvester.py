@@ -207,6 +207,12 @@ def read_drive_smart(settings: Settings, drives: Sequence[DriveSummary]) -> dict
     return {name: by_disk[disk] for name, disk in disks.items()}
 
 
+ALERT_SUBJECTS = {
+    "no_receive_drive": "no plot drive can receive plots",
+    "drives_filling": "plot drives are filling up",
+}
+
+
 def hot_drives(
     drives: Sequence[DriveSummary], smart: dict[str, SmartInfo], limit_c: int
 ) -> dict[str, tuple[bool, str]]:
@@ -229,7 +235,7 @@ def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: Harv
             notifier.send(
                 Notification(
                     event=key,
-                    subject=f"{snap.hostname}: {'no plot drive can receive plots' if key == 'no_receive_drive' else 'plot drives are filling up'}",
+                    subject=f"{snap.hostname}: {ALERT_SUBJECTS[key]}",
                     short_text=f"{snap.hostname}: {detail}",
                     context={"hostname": snap.hostname, "detail": detail, "slots_until_full": snap.slots_until_full},
                     template=None,
