@@ -97,23 +97,19 @@ class ScanResult:
 def select_plot_mounts(mounts: Iterable[Mount], discovery: DriveDiscoverySettings) -> list[Mount]:
     """Mounts whose device and mountpoint both match a configured pattern, natural-sorted.
 
-    A device mounted at several places (bind mounts) is one filesystem: it is taken once, at
-    its first mountpoint in natural order.
+    Device names are not unique (every tmpfs is "tmpfs"), so this does not de-duplicate:
+    ``discover_drives`` takes each filesystem once by its ``st_dev`` (bind mounts count once).
     """
-    matched = [
-        m
-        for m in mounts
-        if m.fstype not in discovery.exclude_fstypes
-        and any(fnmatch.fnmatchcase(m.device, p) for p in discovery.device_patterns)
-        and any(fnmatch.fnmatchcase(m.mountpoint, p) for p in discovery.mountpoint_patterns)
-    ]
-    seen: set[str] = set()
-    unique = []
-    for mount in natsorted(matched, key=lambda m: m.mountpoint):
-        if mount.device not in seen:
-            seen.add(mount.device)
-            unique.append(mount)
-    return unique
+    return natsorted(
+        (
+            m
+            for m in mounts
+            if m.fstype not in discovery.exclude_fstypes
+            and any(fnmatch.fnmatchcase(m.device, p) for p in discovery.device_patterns)
+            and any(fnmatch.fnmatchcase(m.mountpoint, p) for p in discovery.mountpoint_patterns)
+        ),
+        key=lambda m: m.mountpoint,
+    )
 
 
 def mount_of(path: str, mounts: Sequence[Mount]) -> Mount | None:
@@ -243,7 +239,8 @@ def discover_drives(
 
     for mount in select_plot_mounts(mounts, discovery):
         key = fs_key(mount.mountpoint, mount.mountpoint)
-        by_key.setdefault(key, (mount, []))[1].append(mount.mountpoint)
+        if key not in by_key:  # a second mountpoint of one filesystem (bind mount) is skipped
+            by_key[key] = (mount, [mount.mountpoint])
 
     for pattern in discovery.plot_directories:
         for directory in natsorted(glob.glob(os.path.expanduser(pattern))):

@@ -9,6 +9,7 @@ from utilities.drives import (
     Mount,
     assign_names,
     choose_receive_drive,
+    discover_drives,
     find_drive,
     mount_of,
     select_plot_mounts,
@@ -41,14 +42,26 @@ def test_default_patterns_pick_enclosure_drives_only_in_natural_order() -> None:
     ]
 
 
-def test_custom_layout_and_bind_mount_counted_once() -> None:
-    discovery = DriveDiscoverySettings(device_patterns=("/dev/mapper/*",), mountpoint_patterns=("/srv/chia/*",))
+def test_custom_layout_keeps_mounts_sharing_a_device_name() -> None:
+    """Every tmpfs is called "tmpfs": the device name cannot tell filesystems apart."""
+    discovery = DriveDiscoverySettings(device_patterns=("/dev/mapper/*", "tmpfs"), mountpoint_patterns=("/srv/chia/*",))
     mounts = [
-        Mount("/dev/mapper/mpatha", "/srv/chia/a", "ext4"),
-        Mount("/dev/mapper/mpatha", "/srv/chia/a-bind", "ext4"),
         Mount("/dev/mapper/mpathb", "/srv/chia/b", "ext4"),
+        Mount("tmpfs", "/srv/chia/t2", "tmpfs"),
+        Mount("tmpfs", "/srv/chia/t1", "tmpfs"),
     ]
-    assert [m.mountpoint for m in select_plot_mounts(mounts, discovery)] == ["/srv/chia/a", "/srv/chia/b"]
+    picked = [m.mountpoint for m in select_plot_mounts(mounts, discovery)]
+    assert picked == ["/srv/chia/b", "/srv/chia/t1", "/srv/chia/t2"]
+
+
+def test_one_filesystem_at_two_mountpoints_is_one_drive(tmp_path) -> None:
+    """Two directories on one filesystem (a bind mount's view) are taken once, by st_dev."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    discovery = DriveDiscoverySettings(device_patterns=("/dev/x",), mountpoint_patterns=(str(tmp_path / "*"),))
+    mounts = [Mount("/dev/x", str(tmp_path / "b"), "ext4"), Mount("/dev/x", str(tmp_path / "a"), "ext4")]
+    drives = discover_drives(discovery, mounts)
+    assert [(d.mountpoint, d.plot_dirs) for d in drives] == [(str(tmp_path / "a"), (str(tmp_path / "a"),))]
 
 
 def test_mount_of_takes_longest_prefix() -> None:
