@@ -93,6 +93,71 @@ class HarvesterSettings(_Section):
     alerts: HarvesterAlertSettings = HarvesterAlertSettings()
 
 
+class SshSettings(_Section):
+    # The plotter's private key and the known_hosts file that pins every harvester's host key
+    # (host keys are always checked; add them with ssh-keyscan after checking fingerprints).
+    key_file: Path | None = None  # default: the SSH agent and ~/.ssh/id_* keys
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+
+
+class HarvesterTarget(_Section):
+    """One harvester the plotter may send plots to."""
+
+    name: str = Field(min_length=1)
+    host: str = Field(min_length=1)  # address for SSH (control)
+    # Address the plot data goes to, if different (e.g. a dedicated 10GbE network).
+    data_host: str | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    # The harvester's receive_plot.sh (written by its drive_manager.py) and its export file.
+    receive_script: str = "plot_manager/receive_plot.sh"
+    export_file: str = ".local/state/plot_manager/export/harvester.json"
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_plain(cls, value: str) -> str:
+        if not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("only letters, digits, '-', '_' and '.' are allowed")
+        return value
+
+
+class TransferSettings(_Section):
+    # TCP ports the receivers listen on: port_base .. port_base + port_count - 1.
+    port_base: int = Field(default=4040, ge=1024, le=65000)
+    port_count: int = Field(default=100, ge=1, le=1000)
+    # Plots sent at once (to different harvesters, or drives); 1 is the original's behaviour.
+    max_concurrent_transfers: int = Field(default=1, ge=1, le=32)
+    # Abort a transfer when no byte moved for this long (a dropped link never hangs a run).
+    idle_timeout_seconds: float = Field(default=60, gt=0)
+    # Tell the farmer after this many failed attempts at the same plot.
+    failures_before_alert: int = Field(default=3, ge=1)
+    # Prefix "portable." to the name of pool plots on the harvester (as the original did).
+    portable_prefix: bool = False
+    # A harvester export older than this is not trusted (its drive_manager.py cron is not running).
+    max_export_age_minutes: float = Field(default=10, gt=0)
+
+
+class PlotterSettings(_Section):
+    # Where finished plots appear (globs, like chia's plot directories).
+    plot_directories: tuple[str, ...] = ()
+    harvesters: tuple[HarvesterTarget, ...] = ()
+    # fill: the harvester with the most free slots; replace: the most replaceable old OG plots.
+    priority: Literal["fill", "replace"] = "fill"
+    ssh: SshSettings = SshSettings()
+    transfer: TransferSettings = TransferSettings()
+
+    @field_validator("harvesters")
+    @classmethod
+    def _unique_names(cls, value: tuple[HarvesterTarget, ...]) -> tuple[HarvesterTarget, ...]:
+        names = [h.name for h in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"harvester names must be unique, repeated: {', '.join(duplicates)}")
+        return value
+
+
 class Settings(_Section):
     """The whole validated config. Paths are expanded (``~``) and made absolute."""
 
@@ -105,6 +170,7 @@ class Settings(_Section):
     sentry: SentrySettings = SentrySettings()
     notifications: NotificationSettings = NotificationSettings()
     harvester: HarvesterSettings = HarvesterSettings()
+    plotter: PlotterSettings = PlotterSettings()
 
     @field_validator("plot_size")
     @classmethod

@@ -46,6 +46,19 @@ CREATE TABLE IF NOT EXISTS plot_headers (
     compression INTEGER NOT NULL,
     plot_id TEXT
 );
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    plot TEXT NOT NULL,
+    harvester TEXT NOT NULL,
+    destination TEXT,
+    bytes INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seconds REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS transfers_by_plot ON transfers(plot, ok);
+CREATE INDEX IF NOT EXISTS transfers_by_time ON transfers(started_at);
 CREATE TABLE IF NOT EXISTS daily_stats (
     day TEXT PRIMARY KEY,
     recorded_at REAL NOT NULL,
@@ -70,6 +83,22 @@ class CachedHeader(NamedTuple):
     kind: str  # "og", "pool" or "unknown" (unreadable header)
     compression: int
     plot_id: str | None
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    plot: str
+    harvester: str
+    destination: str | None
+    bytes: int
+    started_at: float
+    seconds: float
+    ok: bool
+    reason: str | None = None
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +236,33 @@ class StateDB:
                     for p, h in upserts.items()
                 ),
             )
+
+    # -- transfer history ----------------------------------------------------------------------
+    def record_transfer(self, record: TransferRecord) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO transfers(plot, harvester, destination, bytes, started_at, seconds, ok, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (record.plot, record.harvester, record.destination, record.bytes, record.started_at,
+                 record.seconds, int(record.ok), record.reason),
+            )
+
+    def failures_since_success(self, plot: str) -> int:
+        """Failed attempts at ``plot`` since it last went through (or ever)."""
+        row = self._conn.execute(
+            "SELECT COUNT(*) FROM transfers WHERE plot = ? AND ok = 0 AND id > "
+            "COALESCE((SELECT MAX(id) FROM transfers WHERE plot = ? AND ok = 1), 0)",
+            (plot, plot),
+        ).fetchone()
+        return int(row[0])
+
+    def transfers_since(self, since: float) -> list[TransferRecord]:
+        rows = self._conn.execute(
+            "SELECT plot, harvester, destination, bytes, started_at, seconds, ok, reason FROM transfers "
+            "WHERE started_at >= ? ORDER BY started_at",
+            (since,),
+        )
+        return [TransferRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
 
     # -- daily statistics ----------------------------------------------------------------------
     def record_daily(self, stats: DailyStats) -> None:
