@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.support.plotmaker import copy_plot
+from utilities.plot_finder import finished_plots, open_for_writing
+
+
+def test_open_for_writing_sees_writers_not_readers(tmp_path: Path) -> None:
+    written, read = tmp_path / "w.plot", tmp_path / "r.plot"
+    written.write_bytes(b"x")
+    read.write_bytes(b"x")
+    with open(written, "ab"), open(read, "rb"):
+        assert open_for_writing([str(written), str(read)]) == {str(written)}
+    assert open_for_writing([str(written)]) == set()
+
+
+def test_finished_plots_oldest_first_and_skips_unfinished(tmp_path: Path) -> None:
+    older = copy_plot("og", tmp_path)
+    newer = copy_plot("pool", tmp_path)
+    os.utime(older, (1_000_000, 1_000_000))
+    (tmp_path / ("plot-k18-2026-01-01-00-00-" + "a" * 64 + ".plot.2.tmp")).write_bytes(b"x")
+    truncated = tmp_path / ("plot-k18-2026-01-01-00-00-" + "b" * 64 + ".plot")
+    truncated.write_bytes(older.read_bytes()[: older.stat().st_size // 2])
+    garbage = tmp_path / ("plot-k18-2026-01-01-00-00-" + "c" * 64 + ".plot")
+    garbage.write_bytes(b"not a plot at all" * 100)
+    shell = tmp_path / "x;rm -rf ~.plot"
+    shell.write_bytes(older.read_bytes())
+    ready, skipped = finished_plots([str(tmp_path)])
+    assert [p.path for p in ready] == [older, newer]
+    assert [p.header.kind for p in ready] == ["og", "pool"]
+    reasons = "\n".join(skipped)
+    assert f"{truncated}: size" in reasons and str(garbage) in reasons and str(shell) in reasons
+    with open(newer, "r+b"):
+        ready, skipped = finished_plots([str(tmp_path)])
+    assert [p.path for p in ready] == [older]
+    assert any("open for writing" in line for line in skipped)
