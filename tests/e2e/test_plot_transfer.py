@@ -1,0 +1,173 @@
+"""The plotter moves plots to harvesters across real SSH and netcat, in network namespaces."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.e2e_farm import E2EFarm, file_hash
+from tests.support.loopdrives import requires_root_and_loop
+from tests.support.netns_farm import requires_netns
+from tests.support.plotmaker import cached_plot, copy_plot
+
+pytestmark = [pytest.mark.root, requires_root_and_loop, requires_netns, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def plot_size() -> int:
+    return cached_plot("pool").stat().st_size
+
+
+@pytest.fixture
+def farm(tmp_path: Path, plot_size: int) -> Iterator[E2EFarm]:
+    # chianas02 has the most room (three empty drives), so plots should go there first.
+    with E2EFarm(tmp_path / "farm", {"chianas01": 1, "chianas02": 3, "chianas03": 2}, plot_size) as farm:
+        yield farm
+
+
+def _make_plots(farm: E2EFarm, kinds: list[str]) -> dict[str, str]:
+    """Plots in the plotter's directory; returns name -> content hash."""
+    farm.plotter.plot_dir.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for kind in kinds:
+        path = copy_plot(kind, farm.plotter.plot_dir)
+        made[path.name] = file_hash(path)
+    return made
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _throttle(farm: E2EFarm, name: str, rate: str = "8mbit") -> None:
+    """Slow the harvester's link (real tc on its veth) so a test can act mid-stream."""
+    veth = farm.net.host(name).veth_host_side
+    subprocess.run(["tc", "qdisc", "replace", "dev", veth, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "2s"], check=True)
+
+
+def _unthrottle(farm: E2EFarm, name: str) -> None:
+    subprocess.run(["tc", "qdisc", "del", "dev", farm.net.host(name).veth_host_side, "root"], check=False)
+
+
+def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["pool", "og"])
+    proc = farm.plotter.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert list(farm.plotter.plot_dir.iterdir()) == []  # sources deleted after verification
+    landed = farm.harvesters["chianas02"].plots()
+    receive_dir = farm.export("chianas02")["receive_dir"]
+    assert {p.name for p in landed} == set(plots)
+    assert {str(p.parent) for p in landed} == {receive_dir}
+    assert {p.name: file_hash(p) for p in landed} == plots
+    assert farm.harvesters["chianas02"].leftovers() == []
+    history = farm.plotter.run("--history").stdout
+    assert "Plots moved in the last 24 hours:   2" in history
+
+
+def test_unreachable_harvester_is_skipped_and_the_plot_goes_elsewhere(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["pool"])
+    farm.net.stop_sshd("chianas02")
+    proc = farm.plotter.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "harvester chianas02 skipped" in proc.stdout
+    # chianas03 has the next most room.
+    assert [p.name for p in farm.harvesters["chianas03"].plots()] == list(plots)
+    log = (farm.plotter.root / "state" / "logs" / "plot_manager.log").read_text()
+    assert "harvester chianas02 skipped" in log
+
+
+def test_names_with_shell_characters_never_reach_a_shell(farm: E2EFarm, tmp_path: Path) -> None:
+    marker = f"PWNED-{os.getpid()}-{time.monotonic_ns()}"
+    places = [tmp_path, Path.home(), Path("/root"), Path.cwd()]
+
+    def canary_exists() -> bool:  # the remote shell would run in the harvester user's home
+        return any((place / marker).exists() for place in places) or any(tmp_path.rglob(marker))
+
+    source = cached_plot("pool")
+    bad = farm.plotter.plot_dir / f"plot-k18 $(touch {marker}).plot"
+    farm.plotter.plot_dir.mkdir(parents=True, exist_ok=True)
+    bad.write_bytes(source.read_bytes())
+    proc = farm.plotter.run()
+    assert proc.returncode == 0
+    assert bad.exists() and not canary_exists()
+    assert all(h.plots() == [] for h in farm.harvesters.values())
+    manual = farm.plotter.run("--send", str(bad))
+    assert manual.returncode == 4 and "cannot be sent" in manual.stderr
+    assert not canary_exists()
+
+
+def test_receiver_killed_mid_stream_keeps_source_and_next_run_completes(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["pool"])
+    _throttle(farm, "chianas02")
+    sender = farm.plotter.popen()
+    try:
+        _wait_for(lambda: farm.harvesters["chianas02"].leftovers() and farm.receivers("chianas02"), 60, "the stream to start")
+        for pid in farm.receivers("chianas02"):
+            os.kill(pid, signal.SIGKILL)
+        out, err = sender.communicate(timeout=120)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+    assert sender.returncode == 1, out + err
+    assert "FAILED" in out
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    assert farm.harvesters["chianas02"].plots() == []
+    _unthrottle(farm, "chianas02")
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    assert farm.harvesters["chianas02"].leftovers() == []
+
+
+def test_link_down_mid_stream_times_out_and_next_run_completes(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["og"])
+    _throttle(farm, "chianas02")
+    sender = farm.plotter.popen()
+    try:
+        _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
+        farm.net.link_down("chianas02")
+        out, err = sender.communicate(timeout=180)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+        farm.net.link_up("chianas02")
+        _unthrottle(farm, "chianas02")
+    assert sender.returncode == 1, out + err
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    assert farm.harvesters["chianas02"].plots() == []
+    _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to give up")
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    assert farm.harvesters["chianas02"].leftovers() == []
+
+
+def test_plotter_killed_mid_stream_leaves_nothing_and_no_stuck_lock(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["pool"])
+    _throttle(farm, "chianas02")
+    sender = farm.plotter.popen()
+    try:
+        _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
+        sender.kill()
+        sender.wait()
+    finally:
+        _unthrottle(farm, "chianas02")
+    _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to notice the plotter died")
+    assert farm.harvesters["chianas02"].plots() == []
+    assert farm.harvesters["chianas02"].leftovers() == []
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
