@@ -171,3 +171,98 @@ def test_plotter_killed_mid_stream_leaves_nothing_and_no_stuck_lock(farm: E2EFar
     again = farm.plotter.run()
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+
+
+def test_byte_flipped_on_the_wire_is_caught_and_next_run_completes(farm: E2EFarm) -> None:
+    from tests.support.flip_proxy import FlipProxy
+
+    plots = _make_plots(farm, ["pool"])
+    target = next(h for h in farm.plotter.harvesters if h["name"] == "chianas02")
+    bridge = "10.213.77.1"
+    target["data_host"] = bridge  # plot data goes through the corrupting proxy on the bridge
+    farm.plotter.write_config()
+    with FlipProxy(bridge, farm.net.host("chianas02").address, range(4040, 4060), flip_at=123_457) as proxy:
+        proc = farm.plotter.run()
+        assert proxy.flipped.is_set()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "mismatch" in proc.stdout
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    assert farm.harvesters["chianas02"].plots() == [] and farm.harvesters["chianas02"].leftovers() == []
+    del target["data_host"]
+    farm.plotter.write_config()
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+
+
+def test_drive_filling_up_mid_stream_does_not_break_the_transfer(farm: E2EFarm) -> None:
+    """The receiver reserves the plot's space before READY, so a filler cannot take it."""
+    plots = _make_plots(farm, ["pool"])
+    harvester = farm.harvesters["chianas02"]
+    receive_dir = Path(farm.export("chianas02")["receive_dir"])
+    drive = next(d for d in harvester.drives.drives if d.mountpoint == receive_dir)
+    _throttle(farm, "chianas02")
+    sender = farm.plotter.popen()
+    try:
+        _wait_for(lambda: harvester.leftovers(), 60, "the stream to start")
+        harvester.drives.fill(drive, 0)  # everything else on the drive is now taken
+        out, err = sender.communicate(timeout=120)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+            sender.wait()
+        _unthrottle(farm, "chianas02")
+    assert sender.returncode == 0, out + err
+    assert {p.name: file_hash(p) for p in harvester.plots()} == plots
+    assert harvester.leftovers() == []
+
+
+def test_full_drive_refuses_before_streaming_and_the_plot_goes_later(farm: E2EFarm) -> None:
+    """The export said there was room, but the drive filled since: nothing is lost."""
+    plots = _make_plots(farm, ["og"])
+    harvester = farm.harvesters["chianas02"]
+    receive_dir = Path(farm.export("chianas02")["receive_dir"])
+    drive = next(d for d in harvester.drives.drives if d.mountpoint == receive_dir)
+    harvester.drives.fill(drive, 0)
+    proc = farm.plotter.run()
+    assert proc.returncode == 1 and "no space" in proc.stdout
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    assert harvester.plots() == [] and harvester.leftovers() == []
+    farm.harvester_pass("chianas02")  # the harvester's next minute moves on to another drive
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in harvester.plots()} == plots
+
+
+def test_two_plotters_sending_to_one_harvester_at_once(farm: E2EFarm, tmp_path: Path) -> None:
+    from tests.support.e2e_farm import Plotter
+
+    only = [h for h in farm.plotter.harvesters if h["name"] == "chianas02"]
+    first = Plotter(farm.root / "plotter-a", only, farm.net)
+    second = Plotter(farm.root / "plotter-b", only, farm.net)
+    plots = {}
+    for plotter in (first, second):
+        plotter.write_config()
+        for kind in ("pool", "og"):
+            path = copy_plot(kind, plotter.plot_dir)
+            plots[path.name] = file_hash(path)
+    _throttle(farm, "chianas02", rate="40mbit")  # make the two runs overlap
+    try:
+        running = [first.popen(), second.popen()]
+        results = [p.communicate(timeout=180) for p in running]
+    finally:
+        _unthrottle(farm, "chianas02")
+    for process, (out, err) in zip(running, results, strict=True):
+        assert process.returncode == 0, out + err
+    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    assert farm.harvesters["chianas02"].leftovers() == []
+
+
+def test_dry_run_sends_nothing(farm: E2EFarm) -> None:
+    plots = _make_plots(farm, ["pool"])
+    proc = farm.plotter.run("--dry-run")
+    assert proc.returncode == 0
+    (name,) = plots
+    assert f"would send {farm.plotter.plot_dir / name}" in proc.stdout and "to chianas02" in proc.stdout
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == [name]
+    assert all(h.plots() == [] for h in farm.harvesters.values())
