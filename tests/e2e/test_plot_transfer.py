@@ -74,16 +74,29 @@ def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm) -> None:
     assert "Plots moved in the last 24 hours:   2" in history
 
 
-def test_unreachable_harvester_is_skipped_and_the_plot_goes_elsewhere(farm: E2EFarm) -> None:
-    plots = _make_plots(farm, ["pool"])
-    farm.net.stop_sshd("chianas02")
-    proc = farm.plotter.run()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "harvester chianas02 skipped" in proc.stdout
-    # chianas03 has the next most room.
-    assert [p.name for p in farm.harvesters["chianas03"].plots()] == list(plots)
-    log = (farm.plotter.root / "state" / "logs" / "plot_manager.log").read_text()
-    assert "harvester chianas02 skipped" in log
+def test_unreachable_harvester_is_skipped_reported_once_and_the_plot_goes_elsewhere(farm: E2EFarm) -> None:
+    from tests.support.smtp_server import smtp_server
+
+    with smtp_server() as mail:
+        farm.plotter.notifications = {
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "events": {"harvester_unreachable": ["email"], "plot_transferred": ["email"]},
+        }
+        farm.plotter.write_config()
+        plots = _make_plots(farm, ["pool"])
+        farm.net.stop_sshd("chianas02")
+        proc = farm.plotter.run()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "harvester chianas02 skipped" in proc.stdout
+        # chianas03 has the next most room.
+        assert [p.name for p in farm.harvesters["chianas03"].plots()] == list(plots)
+        log = (farm.plotter.root / "state" / "logs" / "plot_manager.log").read_text()
+        assert "harvester chianas02 skipped" in log
+        _make_plots(farm, ["og"])
+        assert farm.plotter.run().returncode == 0  # still down: no second alert
+        subjects = [m.message["Subject"] for m in mail.wait_for(3)]
+        assert sum("chianas02 cannot be reached" in s for s in subjects) == 1
+        assert sum("moved to chianas03" in s for s in subjects) == 2
 
 
 def test_names_with_shell_characters_never_reach_a_shell(farm: E2EFarm, tmp_path: Path) -> None:

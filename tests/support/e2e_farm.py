@@ -56,6 +56,7 @@ class Plotter:
     harvesters: list[dict[str, Any]]
     farm: NetnsFarm
     transfer: dict[str, Any] = field(default_factory=dict)
+    notifications: dict[str, Any] = field(default_factory=dict)
 
     @property
     def plot_dir(self) -> Path:
@@ -70,6 +71,7 @@ class Plotter:
         config = {
             "hostname": "chiaplot01",
             "state_dir": str(self.root / "state"),
+            "notifications": self.notifications,
             "plotter": {
                 "plot_directories": [str(self.plot_dir)],
                 "harvesters": self.harvesters,
