@@ -37,6 +37,19 @@ def terminal_progress(plot: FinishedPlot, harvester: str) -> Callable[[int, int]
     return update
 
 
+def logged_progress(plot: FinishedPlot, harvester: str) -> Callable[[int, int], None]:
+    """For cron runs: a log line at every quarter of the plot, so a stall shows in the log."""
+    state = {"next": 25}
+
+    def update(done: int, total: int) -> None:
+        percent = done * 100 // total if total else 100
+        while percent >= state["next"] <= 100:
+            log.info("%s -> %s: %d%% (%d of %d bytes)", plot.name, harvester, state["next"], done, total)
+            state["next"] += 25
+
+    return update
+
+
 def describe(outcome: PlotterOutcome, dry_run: bool) -> list[str]:
     lines = [f"harvester {name} skipped: {reason}" for name, reason in outcome.unreachable.items()]
     for planned in outcome.planned:
@@ -87,13 +100,13 @@ def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: 
         if args.history:
             return history(args, db)
         notifier = Notifier(settings.notifications)
-        progress = terminal_progress if args.send and sys.stderr.isatty() else None
+        progress = terminal_progress if args.send and sys.stderr.isatty() else logged_progress
         if args.send:
             outcome = run_plotter_pass(settings, db, notifier, only_path=Path(args.send), only_harvester=args.to,
                                        dry_run=args.dry_run, progress=progress)
         else:
             with exclusive_lock(settings.state_path / "plot_manager.lock", "plot_manager.py run"):
-                outcome = run_plotter_pass(settings, db, notifier, dry_run=args.dry_run)
+                outcome = run_plotter_pass(settings, db, notifier, dry_run=args.dry_run, progress=progress)
     for line in describe(outcome, args.dry_run):
         print(line)
     return 1 if outcome.failures or (args.send and outcome.unplaced) else 0

@@ -72,6 +72,8 @@ def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm) -> None:
     assert farm.harvesters["chianas02"].leftovers() == []
     history = farm.plotter.run("--history").stdout
     assert "Plots moved in the last 24 hours:   2" in history
+    log = (farm.plotter.root / "state" / "logs" / "plot_manager.log").read_text()
+    assert all(f"{name} -> chianas02: 100%" in log for name in plots)  # cron runs log progress
 
 
 def test_unreachable_harvester_is_skipped_reported_once_and_the_plot_goes_elsewhere(farm: E2EFarm) -> None:
