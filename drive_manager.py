@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("-ct", "--check_temps", action="store_true", help="print every plot drive's temperature and exit")
     actions.add_argument("-dr", "--daily_report", action="store_true", help="send the daily report (daily_report notification) and print it")
     actions.add_argument("-ud", "--update_daily", action="store_true", help="record today's plot counts for the daily statistics (cron, once a day)")
+    actions.add_argument("-rp", "--replace_plot", action="store_true", help="replace mode: delete one old OG plot on the receive drive if it has no room for another plot")
     actions.add_argument("-off", "--offline_hdd", metavar="DRIVE", help="take a drive offline: no more plots go to it (name like drive6, or its mountpoint)")
     actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service")
     parser.add_argument("--json", action="store_true", help="with -pr or -ct: print JSON instead of text")

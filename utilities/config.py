@@ -87,6 +87,12 @@ class HarvesterSettings(_Section):
     # chia's debug.log, read for the number of plots chia itself is farming.
     chia_log: Path = Path("~/.chia/mainnet/log/debug.log")
     smartctl: str = "smartctl"
+    # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
+    # more than one); with fill_empty_drives_first, free space is filled first until the free
+    # slots of all drives fall to empty_drives_low_water_mark.
+    replace_non_pool_plots: bool = False
+    fill_empty_drives_first: bool = True
+    empty_drives_low_water_mark: int = Field(default=0, ge=0)
     # Disk to ask for SMART data per drive (name or mountpoint -> device), where the mounted
     # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
     smart_devices: dict[str, str] = {}

@@ -162,6 +162,41 @@ def choose_receive_drive(
     return candidates[0]
 
 
+def choose_replace_drive(drives: Sequence[DriveState], offline: Iterable[str]) -> DriveState | None:
+    """Replace mode: the first online drive (natural order) that still holds old OG plots."""
+    offline_names = set(offline)
+    return next((d for d in drives if d.mounted and d.name not in offline_names and d.plots_og > 0), None)
+
+
+def choose_receive_target(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+    replace: bool = False,
+    fill_empty_first: bool = True,
+    low_water_mark: int = 0,
+) -> tuple[DriveState | None, bool]:
+    """The receive drive and whether incoming plots may replace old OG plots on it.
+
+    Without replacement this is ``choose_receive_drive``. With it: free space first while the
+    farm's free slots are above the low-water mark (if ``fill_empty_first``), then the first
+    drive with OG plots; with no OG plot left, free space again; None when neither is possible.
+    """
+    offline_names = set(offline)
+    fill = choose_receive_drive(drives, offline_names, plot_size, reserve_slots, policy)
+    if not replace:
+        return fill, False
+    free_slots = sum(d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names)
+    if fill is not None and fill_empty_first and free_slots > low_water_mark:
+        return fill, False
+    target = choose_replace_drive(drives, offline_names)
+    if target is not None:
+        return target, True
+    return fill, False
+
+
 def find_drive(drives: Sequence[DriveLocation], wanted: str) -> DriveLocation:
     """Resolve the user's drive argument (short name or mountpoint) or raise DriveError."""
     cleaned = wanted.rstrip("/") or wanted

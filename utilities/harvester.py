@@ -7,10 +7,11 @@ failing notifier is logged by the notifier and never stops the pass.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from utilities.config import Settings
 from utilities.drives import (
     DriveLocation,
     DriveState,
-    choose_receive_drive,
+    choose_receive_target,
     discover_drives,
     probe_uuids,
     scan_drives,
@@ -116,6 +117,10 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
         chia_plots=chia.total_plots if chia else None,
         chia_plots_at=chia.timestamp.timestamp() if chia else None,
         chia_bytes=getattr(chia, "total_size_bytes", None) if chia else None,
+        extra={
+            "replace_non_pool_plots": settings.harvester.replace_non_pool_plots,
+            "receive_replaces_old_plots": bool(current.get("replace")),
+        },
     )
     return Scan(locations, result.drives, snapshot, result.headers_read)
 
@@ -158,31 +163,40 @@ def _update_receive_drive(
 ) -> None:
     snap = scan.snapshot
     offline = {d.name for d in snap.drives if d.offline}
-    chosen_state = choose_receive_drive(
-        scan.states, offline, settings.plot_size_bytes, settings.harvester.reserve_slots,
-        settings.harvester.receive_drive_policy,
+    h = settings.harvester
+    chosen_state, replace = choose_receive_target(
+        scan.states, offline, settings.plot_size_bytes, h.reserve_slots, h.receive_drive_policy,
+        replace=h.replace_non_pool_plots, fill_empty_first=h.fill_empty_drives_first,
+        low_water_mark=h.empty_drives_low_water_mark,
     )
     chosen = chosen_state.location if chosen_state else None
     outcome.chosen_drive = chosen.name if chosen else None
     script_path = settings.receive_script_path
-    wanted_dir = chosen.receive_dir if chosen else None
-    on_disk_dir = script_target(script_path) if script_path.exists() else "missing"
-    if on_disk_dir == wanted_dir and (db.get(RECEIVE_KEY) or {}).get("receive_dir") == wanted_dir:
+    wanted = (chosen.receive_dir if chosen else None, replace)
+    on_disk = script_target(script_path) if script_path.exists() else ("missing", False)
+    recorded = db.get(RECEIVE_KEY) or {}
+    if on_disk == wanted and (recorded.get("receive_dir"), bool(recorded.get("replace"))) == wanted:
         log.debug("receive drive unchanged: %s", chosen.mountpoint if chosen else "none")
         return
     text = render_receive_script(
-        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at
+        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at, replace=replace
     )
     if not install_receive_script(script_path, text, receive_lock_path(settings)):
         outcome.change_deferred = True
-        log.info("a transfer is being received; receive drive change to %s deferred", wanted_dir)
+        log.info("a transfer is being received; receive drive change to %s deferred", wanted[0])
         return
     outcome.script_written = True
-    record = {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir} if chosen else {}
+    record = (
+        {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir, "replace": replace}
+        if chosen else {}
+    )
     db.set(RECEIVE_KEY, record)
     log.info("receive drive: %s -> %s", outcome.previous_drive, chosen.mountpoint if chosen else "none")
     # The snapshot must show the drive the script now points at.
-    scan.snapshot = replace(snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"))
+    scan.snapshot = dataclasses.replace(
+        snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"),
+        extra={**snap.extra, "receive_replaces_old_plots": bool(record.get("replace"))},
+    )
     if chosen is not None and chosen.name != outcome.previous_drive:
         smart = read_smart(
             settings.smart_device(chosen.name, chosen.mountpoint, chosen.device), smartctl=settings.harvester.smartctl

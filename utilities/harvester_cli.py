@@ -15,6 +15,7 @@ from utilities.errors import DriveError, UsageError
 from utilities.harvester import read_drive_smart, run_harvester_pass, scan_harvester
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
+from utilities.replace import make_room_for
 from utilities.reports import (
     daily_report_context,
     plot_report_data,
@@ -127,6 +128,22 @@ def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path
     return 0
 
 
+def replace_plot(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    """-rp: delete one old OG plot on the receive drive, only if it has no room for one more plot."""
+    if not settings.harvester.replace_non_pool_plots:
+        raise UsageError("-rp needs harvester.replace_non_pool_plots: true in the config")
+    record = db.get("receive_drive") or {}
+    if not record.get("receive_dir"):
+        raise DriveError("no receive drive is selected (run drive_manager.py first)")
+    deleted = make_room_for(Path(record["receive_dir"]), settings.plot_size_bytes)
+    if deleted is None:
+        print(f"no plot deleted: {record['receive_dir']} still has room for a plot")
+        return 0
+    db.record_replaced(str(deleted), "drive_manager.py -rp")
+    print(f"deleted old OG plot {deleted}")
+    return 0
+
+
 def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
     if args.json and not (args.plot_report or args.check_temps):
         raise UsageError("--json goes with -pr/--plot_report or -ct/--check_temps")
@@ -139,6 +156,8 @@ def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path:
             return daily_report(args, settings, db)
         if args.update_daily:
             return update_daily(args, settings, db)
+        if args.replace_plot:
+            return replace_plot(args, settings, db)
         if args.offline_hdd:
             return offline_drive(args, settings, config_path, db)
         if args.online_hdd:

@@ -89,8 +89,12 @@ def plan_transfers(
 
 
 def _receive_slots(snapshot: HarvesterSnapshot) -> int:
+    """Plots the receive drive can take now: free slots, plus old OG plots it may replace."""
     drive = snapshot.drive(snapshot.receive_drive)
-    return drive.free_slots if drive else 0
+    if drive is None:
+        return 0
+    replaceable = drive.plots_og if snapshot.extra.get("receive_replaces_old_plots") else 0
+    return drive.free_slots + replaceable
 
 
 def port_slice(base: int, count: int, slots: int, slot: int) -> tuple[int, int]:

@@ -43,10 +43,12 @@ def render_receive_script(
     lock_file: Path,
     generated_at: float,
     python: str = sys.executable,
+    replace: bool = False,
 ) -> str:
     """Pure: the script text for ``drive`` (or the refusing script when there is none)."""
     return _environment().get_template("receive_plot.sh.j2").render(
         drive=drive,
+        replace=replace,
         hostname=hostname,
         config_file=config_file,
         lock_file=lock_file,
@@ -56,15 +58,19 @@ def render_receive_script(
     )
 
 
-def script_target(path: Path) -> str | None:
-    """The receive directory an existing script points at (None: refusing script or no file)."""
+def script_target(path: Path) -> tuple[str | None, bool]:
+    """The receive directory an existing script points at (None: refusing script or no file),
+    and whether it lets the receiver replace old OG plots."""
+    target, replace = None, False
     try:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith("RECEIVE_DIR="):
-                return shlex.split(line.partition("=")[2])[0]
+                target = shlex.split(line.partition("=")[2])[0]
+            elif line == "REPLACE_OLD_PLOTS=yes":
+                replace = True
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return None, False
+    return target, replace
 
 
 def install_receive_script(path: Path, text: str, lock_file: Path) -> bool:

@@ -59,6 +59,11 @@ CREATE TABLE IF NOT EXISTS transfers (
 );
 CREATE INDEX IF NOT EXISTS transfers_by_plot ON transfers(plot, ok);
 CREATE INDEX IF NOT EXISTS transfers_by_time ON transfers(started_at);
+CREATE TABLE IF NOT EXISTS replaced_plots (
+    path TEXT NOT NULL,
+    deleted_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS daily_stats (
     day TEXT PRIMARY KEY,
     recorded_at REAL NOT NULL,
@@ -263,6 +268,14 @@ class StateDB:
             (since,),
         )
         return [TransferRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+
+    # -- old plots replaced ---------------------------------------------------------------------
+    def record_replaced(self, path: str, reason: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO replaced_plots(path, deleted_at, reason) VALUES (?, ?, ?)", (path, time.time(), reason))
+
+    def replaced_plots(self) -> list[tuple[str, float, str]]:
+        return list(self._conn.execute("SELECT path, deleted_at, reason FROM replaced_plots ORDER BY deleted_at"))
 
     # -- daily statistics ----------------------------------------------------------------------
     def record_daily(self, stats: DailyStats) -> None:

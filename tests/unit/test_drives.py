@@ -96,3 +96,25 @@ def test_find_drive_by_name_or_mountpoint() -> None:
     assert find_drive(locs, "/mnt/e0/front/column0/drive0/").name == "drive0"
     with pytest.raises(DriveError, match="drive7"):
         find_drive(locs, "drive7")
+
+
+def _og_drive(name: str, free_plots: float, og: int) -> DriveState:
+    base = _drive(name, free_plots)
+    return DriveState(base.location, base.total_bytes, base.used_bytes, base.free_bytes, plots_og=og)
+
+
+def test_replace_mode_fills_first_then_replaces_then_falls_back() -> None:
+    from utilities.drives import choose_receive_target
+
+    drives = [_og_drive("drive0", 0, 5), _og_drive("drive1", 0, 3), _og_drive("drive2", 4, 0)]
+    assert choose_receive_target(drives, [], PLOT)[0].name == "drive2"  # replacement off
+    fill_first = choose_receive_target(drives, [], PLOT, replace=True, low_water_mark=2)
+    assert (fill_first[0].name, fill_first[1]) == ("drive2", False)  # 4 free slots > mark 2
+    at_mark = choose_receive_target(drives, [], PLOT, replace=True, low_water_mark=4)
+    assert (at_mark[0].name, at_mark[1]) == ("drive0", True)
+    no_fill_first = choose_receive_target(drives, ["drive0"], PLOT, replace=True, fill_empty_first=False)
+    assert (no_fill_first[0].name, no_fill_first[1]) == ("drive1", True)
+    no_og_left = [_og_drive("drive0", 0, 0), _og_drive("drive2", 4, 0)]
+    assert choose_receive_target(no_og_left, [], PLOT, replace=True, low_water_mark=10) == (no_og_left[1], False)
+    nothing = [_og_drive("drive0", 0, 0)]
+    assert choose_receive_target(nothing, [], PLOT, replace=True) == (None, False)
