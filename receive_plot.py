@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Receive one plot from a plotter: the program ``receive_plot.sh`` runs on the harvester.
 
-    receive_plot.py --config CFG --dest DIR [--idle-timeout S] [--bind ADDR] [--allow-from ADDR]
-                    [--] NAME SIZE PORT
+    receive_plot.py --config CFG --dest DIR [--replace-old-plots yes|no] [--idle-timeout S]
+                    [--bind ADDR] [--allow-from ADDR] [--] NAME SIZE PORT
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  The protocol and its
 lines are described in ``utilities/transfer.py``; in short::
@@ -23,8 +23,9 @@ Safety rules, each for a plot-losing or farm-breaking failure seen in the wild:
   marks it alive; the kernel drops the lock when its process dies).
 * The drive's space is reserved up front (``fallocate``) so a full disk fails in a second, not
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
-* Only a connection from the plotter's address is accepted (``SSH_CLIENT``), bound to the
-  address the plotter reached us on (``SSH_CONNECTION``).  This is one reason the receiving
+* Only a connection from the plotter's address is accepted: ``SSH_CLIENT``, plus the
+  ``--allow-from`` address send_plot passes when the data takes another network than SSH
+  (the listener is on every address for that reason).  This is one reason the receiving
   side is a Python socket rather than ``nc -l``, which takes the first connection from anyone.
   The other is speed (loopback, 2 GiB, fed by a bare ``nc -N < file``): hashing as it goes it
   received ~1.9x as fast as ``nc -l > file`` and ~1.1x as fast as ``nc -l`` into a
@@ -33,7 +34,9 @@ Safety rules, each for a plot-losing or farm-breaking failure seen in the wild:
   time through a pipe).
 
 ``--config`` is accepted (the script always passes it) but not read: nothing here needs a
-setting, and skipping pydantic/YAML keeps the start-up a few tens of milliseconds.
+setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.  ``--replace-old-plots yes``
+(written into the script by drive_manager.py in replace mode) lets the receiver delete exactly
+one old OG plot when the incoming plot does not fit (utilities/replace.py decides which).
 """
 
 from __future__ import annotations
