@@ -119,6 +119,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="where the source plots and the loop image live (a real filesystem, not tmpfs)")
     p.add_argument("--tools", default="nc,ours,ours-inproc,rsync,scp",
                    help="comma-separated subset of nc,ours,ours-inproc,rsync,scp")
+    p.add_argument("--stream-with", choices=("nc", "python"), default="python",
+                   help="plotter.transfer.stream_with for ours: pipe into nc, or the socket of plot_manager.py itself")
     p.add_argument("--skip-small", action="store_true",
                    help="no small-plot round (it also serves as the untimed warm-up)")
     args = p.parse_args(argv)
@@ -606,6 +608,7 @@ class Bench:
                 transfer.ParamikoExec(client), target.receive_script, source.path, target.data_host or target.host,
                 settings.plotter.transfer.port_base, port_count=settings.plotter.transfer.port_count,
                 idle_timeout=settings.plotter.transfer.idle_timeout_seconds,
+                nc="nc" if settings.plotter.transfer.stream_with == "nc" else None,
             )
         finally:
             transfer.stream_file = original
@@ -803,7 +806,7 @@ def setup_destinations(bench: Bench, stack: contextlib.ExitStack, plot_size: int
                 }],
                 "ssh": {"key_file": str(farm.client_key), "known_hosts": str(farm.known_hosts),
                         "connect_timeout_seconds": 5},
-                "transfer": {"idle_timeout_seconds": 30, "port_count": 20},
+                "transfer": {"idle_timeout_seconds": 30, "port_count": 20, "stream_with": bench.args.stream_with},
             },
         })
         dest = Destination(key, mountpoint, root, plotter_config, fs)

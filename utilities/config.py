@@ -139,6 +139,10 @@ class TransferSettings(_Section):
     idle_timeout_seconds: float = Field(default=60, gt=0)
     # Tell the farmer after this many failed attempts at the same plot.
     failures_before_alert: int = Field(default=3, ge=1)
+    # How the plot bytes leave the plotter: "nc" pipes them into netcat; "python" writes the
+    # same raw TCP stream from plot_manager.py itself, which skips a pipe hop (bench/: faster
+    # on a busy plotter). The receiver takes either.
+    stream_with: Literal["nc", "python"] = "python"
     # Prefix "portable." to the name of pool plots on the harvester (as the original did).
     portable_prefix: bool = False
     # A harvester export older than this is not trusted (its drive_manager.py cron is not running).

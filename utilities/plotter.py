@@ -200,6 +200,7 @@ class PlotSender:
                 port_count=ports,
                 idle_timeout=transfer.idle_timeout_seconds,
                 progress_cb=progress,
+                nc="nc" if transfer.stream_with == "nc" else None,
             )
         finally:
             client.close()

@@ -323,9 +323,14 @@ def stream_file(
     *,
     expected_size: int | None = None,
     idle_timeout: float = 120.0,
-    nc: str = "nc",
+    nc: str | None = "nc",
 ) -> StreamResult:
     """Send the file at ``path`` to ``host:port`` through ``nc -N`` and hash it on the way.
+
+    With ``nc=None`` the same bytes go over a plain TCP socket from this process instead (the
+    stream on the wire is identical: the receiver cannot tell). bench/ measured the pipe hop
+    into nc (which moves 16 KiB per wake-up) as the sender's bottleneck on a loaded 2-core
+    machine: ~0.55x raw ``nc < file`` through nc, ~1x through the socket.
 
     Each chunk is read into one reusable buffer and hashed, then the same byte range is spliced
     from the file into nc's stdin (zero-copy from the page cache; plain ``write`` if the file
@@ -356,6 +361,11 @@ def stream_file(
             raise TransferError(f"{path} is {total} bytes, expected {expected_size}: it changed")
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        if nc is None:
+            hexdigest = _stream_socket(fd, host, port, total, progress_cb, chunk, path, idle_timeout)
+            if os.fstat(fd).st_size != total:
+                raise TransferError(f"{path} changed size while it was being sent")
+            return StreamResult(total, hexdigest, time.monotonic() - started)
         with tempfile.TemporaryFile() as errors:
             argv = [nc, "-N", "-w", str(max(1, round(idle_timeout))), "--", host, str(port)]
             try:
@@ -432,6 +442,47 @@ def _pump(
                 progress_cb(offset, total)
     finally:
         proc.stdin.close()
+    return digest.hexdigest()
+
+
+def _stream_socket(
+    fd: int,
+    host: str,
+    port: int,
+    total: int,
+    progress_cb: ProgressCallback | None,
+    chunk: int,
+    path: str | Path,
+    idle_timeout: float,
+) -> str:
+    """Read, hash and send ``total`` bytes over one TCP connection; returns the hex digest.
+
+    Ends like ``nc -N``: half-close after the last byte, then wait for the receiver to close,
+    so the bytes are known to have left. Every connect, send and wait is bounded by
+    ``idle_timeout``: a dropped link ends the stream instead of hanging.
+    """
+    buffer = bytearray(min(chunk, max(total, 1)))
+    view = memoryview(buffer)
+    digest = xxhash.xxh3_128()
+    offset = 0
+    try:
+        with socket.create_connection((host, port), timeout=idle_timeout) as sock:
+            while offset < total:
+                got = os.preadv(fd, [view[: min(len(buffer), total - offset)]], offset)
+                if got == 0:
+                    raise TransferError(f"{path} ended at byte {offset} of {total}: it shrank while being sent")
+                digest.update(view[:got])
+                sock.sendall(view[:got])
+                offset += got
+                if progress_cb is not None:
+                    progress_cb(offset, total)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    except TimeoutError:
+        raise TransferError(f"stream to {host}:{port} stalled: nothing moved for {idle_timeout:.0f} s") from None
+    except OSError as exc:
+        raise TransferError(f"stream to {host}:{port} failed at byte {offset}: {exc.strerror or exc}") from None
     return digest.hexdigest()
 
 
@@ -677,7 +728,7 @@ def send_plot(
     chunk: int = DEFAULT_CHUNK,
     progress_cb: ProgressCallback | None = None,
     data_address: Callable[[str, int], tuple[str, int]] | None = None,
-    nc: str = "nc",
+    nc: str | None = "nc",
 ) -> TransferResult:
     """Send one plot: start the receiver, wait for READY, stream, VERIFY, wait for OK.
 
@@ -739,7 +790,7 @@ def _send_once(
     chunk: int,
     progress_cb: ProgressCallback | None,
     data_address: Callable[[str, int], tuple[str, int]] | None,
-    nc: str,
+    nc: str | None,
 ) -> TransferResult:
     name = path.name
 
