@@ -97,6 +97,14 @@ def _receive_slots(snapshot: HarvesterSnapshot) -> int:
     return drive.free_slots + replaceable
 
 
+def destination_name(plot: FinishedPlot, portable_prefix: bool) -> str:
+    """The plot's name on the harvester: pool plots get "portable." in front when configured
+    (the header, not the name, says whether a plot is a pool plot)."""
+    if portable_prefix and plot.header.kind == "pool" and not plot.name.startswith("portable."):
+        return f"portable.{plot.name}"
+    return plot.name
+
+
 def port_slice(base: int, count: int, slots: int, slot: int) -> tuple[int, int]:
     """Disjoint port ranges for concurrent transfers of one plotter: (first port, how many)."""
     width = max(1, count // slots)
@@ -201,6 +209,7 @@ class PlotSender:
                 idle_timeout=transfer.idle_timeout_seconds,
                 progress_cb=progress,
                 nc="nc" if transfer.stream_with == "nc" else None,
+                dest_name=destination_name(planned.plot, transfer.portable_prefix),
             )
         finally:
             client.close()

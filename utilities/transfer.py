@@ -729,8 +729,12 @@ def send_plot(
     progress_cb: ProgressCallback | None = None,
     data_address: Callable[[str, int], tuple[str, int]] | None = None,
     nc: str | None = "nc",
+    dest_name: str | None = None,
 ) -> TransferResult:
     """Send one plot: start the receiver, wait for READY, stream, VERIFY, wait for OK.
+
+    ``dest_name`` is the plot's name on the harvester (e.g. with a ``portable.`` prefix);
+    it defaults to the source's name and is validated like any plot name.
 
     ``exec_fn`` starts the receiver command (ParamikoExec in production, LocalExec in tests).
     Ports are tried from ``port`` upwards (``port_count`` of them, skipping ``busy_ports``)
@@ -742,7 +746,7 @@ def send_plot(
     why not, and only delete_source_after_ok removes the source.
     """
     path = Path(path)
-    name = path.name
+    name = dest_name or path.name
     started = time.monotonic()
 
     def failed(reason: str, **extra: Any) -> TransferResult:
@@ -767,7 +771,7 @@ def send_plot(
         tried.add(current)
         command = build_receive_command(script_path, name, source.size, current, source_address)
         result = _send_once(
-            exec_fn, command, path, host, current, source, started,
+            exec_fn, command, path, name, host, current, source, started,
             ready_timeout=ready_timeout, verify_timeout=verify_timeout, idle_timeout=idle_timeout,
             chunk=chunk, progress_cb=progress_cb, data_address=data_address, nc=nc,
         )  # fmt: skip
@@ -779,6 +783,7 @@ def _send_once(
     exec_fn: ExecFn,
     command: str,
     path: Path,
+    name: str,
     host: str,
     port: int,
     source: SourceIdentity,
@@ -792,8 +797,6 @@ def _send_once(
     data_address: Callable[[str, int], tuple[str, int]] | None,
     nc: str | None,
 ) -> TransferResult:
-    name = path.name
-
     def result(ok: bool, reason: str = "", **extra: Any) -> TransferResult:
         return TransferResult(ok, name, reason, seconds=time.monotonic() - started, port=port, source=source, **extra)
 

@@ -281,3 +281,15 @@ def test_dry_run_sends_nothing(farm: E2EFarm) -> None:
     assert f"would send {farm.plotter.plot_dir / name}" in proc.stdout and "to chianas02" in proc.stdout
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == [name]
     assert all(h.plots() == [] for h in farm.harvesters.values())
+
+
+def test_portable_prefix_names_pool_plots_on_the_harvester(farm: E2EFarm) -> None:
+    farm.plotter.transfer = {"portable_prefix": True}
+    farm.plotter.write_config()
+    plots = _make_plots(farm, ["pool", "og"])
+    proc = farm.plotter.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    landed = {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()}
+    pool_name, og_name = list(plots)
+    assert landed == {f"portable.{pool_name}": plots[pool_name], og_name: plots[og_name]}
+    assert list(farm.plotter.plot_dir.iterdir()) == []

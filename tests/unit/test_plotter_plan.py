@@ -45,3 +45,15 @@ def test_port_slices_are_disjoint() -> None:
     ranges = [set(range(first, first + n)) for first, n in slices]
     assert all(len(r) == 25 for r in ranges)
     assert set.union(*ranges) == set(range(4040, 4140))
+
+
+def test_portable_prefix_only_for_pool_plots_by_header() -> None:
+    from utilities.plotter import destination_name
+
+    pool = _plot(1)
+    og = FinishedPlot(Path("/plots/plot-2.plot"), 100, 2.0, PlotHeader("v1", 18, "0" * 64, 128, "og", 0))
+    assert destination_name(pool, True) == "portable.plot-1.plot"
+    assert destination_name(og, True) == "plot-2.plot"
+    assert destination_name(pool, False) == "plot-1.plot"
+    already = FinishedPlot(Path("/plots/portable.plot-3.plot"), 100, 3.0, pool.header)
+    assert destination_name(already, True) == "portable.plot-3.plot"
