@@ -293,3 +293,56 @@ def test_portable_prefix_names_pool_plots_on_the_harvester(farm: E2EFarm) -> Non
     pool_name, og_name = list(plots)
     assert landed == {f"portable.{pool_name}": plots[pool_name], og_name: plots[og_name]}
     assert list(farm.plotter.plot_dir.iterdir()) == []
+
+
+def test_replace_mode_swaps_one_old_plot_per_incoming_pool_plot(farm: E2EFarm, plot_size: int) -> None:
+    """chianas01's only drive is full of OG plots: each incoming plot replaces exactly one."""
+    import yaml
+
+    harvester = farm.harvesters["chianas01"]
+    drive = harvester.drives.drives[0]
+    olds = [copy_plot("og", drive.mountpoint) for _ in range(3)]
+    pools_before = [copy_plot("pool", drive.mountpoint)]
+    harvester.drives.fill_for_plots(drive, 0, plot_size)
+    config = yaml.safe_load(harvester.config_path.read_text())
+    config["harvester"].update(replace_non_pool_plots=True, fill_empty_drives_first=False)
+    harvester.config_path.write_text(yaml.safe_dump(config))
+    farm.harvester_pass("chianas01")
+    assert farm.export("chianas01")["extra"]["receive_replaces_old_plots"] is True
+    farm.plotter.harvesters = [h for h in farm.plotter.harvesters if h["name"] == "chianas01"]
+    farm.plotter.write_config(priority="replace")
+    plots = _make_plots(farm, ["pool", "pool"])
+    proc = farm.plotter.run()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    on_drive = {p.name for p in harvester.plots()}
+    assert set(plots) <= on_drive
+    assert all(p.exists() for p in pools_before)  # a pool plot is never deleted
+    assert sum(p.exists() for p in olds) == 1  # two incoming plots, two OG plots gone, oldest first
+    assert len(on_drive) == len(olds) + len(pools_before)  # the count never dropped
+
+
+def test_concurrent_transfers_and_repeated_failures_alert_once(farm: E2EFarm) -> None:
+    from tests.support.smtp_server import smtp_server
+
+    with smtp_server() as mail:
+        farm.plotter.transfer = {"max_concurrent_transfers": 2, "failures_before_alert": 2}
+        farm.plotter.notifications = {
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "events": {"transfer_failed": ["email"]},
+        }
+        farm.plotter.write_config()
+        plots = _make_plots(farm, ["pool", "og", "pool"])
+        proc = farm.plotter.run()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        landed = {p.name: file_hash(p) for h in farm.harvesters.values() for p in h.plots()}
+        assert landed == plots
+        # Now every transfer fails (the receive script is gone): the farmer hears once, at the 2nd failure.
+        stuck = _make_plots(farm, ["og"])
+        for h in farm.harvesters.values():
+            (h.root / "receive_plot.sh").unlink()
+        for _ in range(3):
+            assert farm.plotter.run().returncode == 1
+        (mail_msg,) = mail.wait_for(1)
+        assert "failed 2 times" in mail_msg.message["Subject"] and next(iter(stuck)) in mail_msg.message["Subject"]
+        assert len(mail.received) == 1
+        assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(stuck)
