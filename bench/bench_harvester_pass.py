@@ -48,15 +48,16 @@ import pstats
 import random
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench_signals import signals_ignored, signals_raise_interrupt  # bench/ is sys.path[0] when run
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "drive_manager.py"
@@ -433,33 +434,6 @@ def profile_imports(env: dict[str, str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def signals_raise_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP unwind as KeyboardInterrupt, so the finally blocks unmount everything."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    # Also when started in the background by a shell, which leaves SIGINT ignored.
-    saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """Clean-up must not be cut short by a second Ctrl-C."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -66,7 +66,6 @@ import platform
 import secrets
 import shlex
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -74,10 +73,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench_signals import signals_ignored, signals_raise_interrupt  # bench/ is sys.path[0] when run
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -1036,31 +1037,6 @@ def fmt_cached(frac: float | None) -> str:
     return "unknown (no fincore)" if frac is None else f"{frac * 100:.1f}%"
 
 
-@contextlib.contextmanager
-def signals_raise_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP unwind as KeyboardInterrupt, so every mount is undone."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
-    try:
-        yield
-    finally:
-        for s, h in saved.items():
-            signal.signal(s, h)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
