@@ -294,14 +294,49 @@ class Receiver:
         except OSError as exc:
             raise Failure(proto.ERR_BAD_DEST, f"{self.options.dest}: {exc.strerror}") from None
 
-    def check_final_free(self) -> None:
+    def check_final_free(self) -> bool:
+        """True when the final name is free. A file of the announced size already there may be
+        this very plot from an earlier run whose OK got lost: the caller then proves it by hash.
+        Anything else under that name is an error."""
         try:
-            os.stat(self.options.name, dir_fd=self.dir_fd, follow_symlinks=False)
+            st = os.stat(self.options.name, dir_fd=self.dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return True
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot check {self.options.name}: {exc.strerror}") from None
+        if stat.S_ISREG(st.st_mode) and st.st_size == self.options.size:
+            return False
         raise Failure(proto.ERR_EXISTS, f"{self.options.name} already exists in {self.options.dest}")
+
+    def confirm_present(self) -> str:
+        """The plot is already here: hash it and answer OK only if it is the plotter's plot.
+
+        Nothing is written or deleted here; a different file of the same name stays as it is.
+        """
+        try:
+            reply(proto.format_present(self.options.size))
+        except OSError:
+            raise Failure(proto.ERR_ABORTED, "control channel closed before PRESENT") from None
+        size, expected = self.wait_verify()
+        try:
+            fd = os.open(self.options.name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.dir_fd)
+        except OSError as exc:
+            raise Failure(proto.ERR_IO, f"cannot open {self.options.name}: {exc.strerror}") from None
+        try:
+            digest = xxhash.xxh3_128()
+            have_size = 0
+            while block := os.read(fd, proto.DEFAULT_CHUNK):
+                digest.update(block)
+                have_size += len(block)
+            have = digest.hexdigest()
+        except OSError as exc:
+            raise Failure(proto.ERR_IO, f"cannot read {self.options.name}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if (have_size, have) != (size, expected):
+            raise Failure(proto.ERR_EXISTS, f"{self.options.name} already exists in {self.options.dest} with different content")
+        self.committed = True
+        return have
 
     def check_space(self) -> None:
         assert self.dir_fd is not None
@@ -671,7 +706,8 @@ class Receiver:
     def run(self) -> str:
         self.resolve_peer()
         self.open_dest()
-        self.check_final_free()
+        if not self.check_final_free():
+            return self.confirm_present()
         self.reserve()
         self.listen()
         try:

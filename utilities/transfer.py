@@ -51,6 +51,7 @@ from utilities.plots import validate_plot_name
 # --------------------------------------------------------------------------------------------
 
 READY = "READY"
+PRESENT = "PRESENT"  # the final name already holds a file of this size: prove it is this plot
 OK = "OK"
 ERROR = "ERROR"
 VERIFY = "VERIFY"
@@ -119,6 +120,10 @@ def format_ready(port: int) -> str:
     return f"{READY} {port}"
 
 
+def format_present(size: int) -> str:
+    return f"{PRESENT} {size}"
+
+
 def format_ok(hexdigest: str) -> str:
     return f"{OK} {hexdigest}"
 
@@ -169,6 +174,7 @@ class ReceiverReply:
     hexdigest: str | None = None
     reason: str = ""
     detail: str = ""
+    size: int | None = None  # with PRESENT: the size of the file already there
 
     @property
     def is_error(self) -> bool:
@@ -196,6 +202,9 @@ def parse_receiver_line(line: str | bytes) -> ReceiverReply:
     if word == READY:
         port = parse_int_field(rest, MIN_PORT, MAX_PORT)
         return ReceiverReply(READY, port=port) if port is not None else _protocol_error(text)
+    if word == PRESENT:
+        size = parse_int_field(rest, 0, 2**63 - 1)
+        return ReceiverReply(PRESENT, port=None, size=size) if size is not None else _protocol_error(text)
     if word == OK:
         digest = rest.strip().lower()
         return ReceiverReply(OK, hexdigest=digest) if _HEX128_RE.fullmatch(digest) else _protocol_error(text)
@@ -443,6 +452,19 @@ def _pump(
     finally:
         proc.stdin.close()
     return digest.hexdigest()
+
+
+def hash_file(path: str | Path, chunk: int = DEFAULT_CHUNK) -> tuple[int, str]:
+    """Size and xxh3-128 of a file, read in chunks (for a plot the harvester already has)."""
+    digest = xxhash.xxh3_128()
+    size = 0
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while got := handle.readinto(buffer):
+            digest.update(view[:got])
+            size += got
+    return size, digest.hexdigest()
 
 
 def _stream_socket(
@@ -839,20 +861,28 @@ def _send_once(
         if line is None:
             return receiver_failed(process, reader, "receiver ended before READY", None)
         reply = parse_receiver_line(line)
-        if reply.kind != READY or reply.port != port:
+        present = reply.kind == PRESENT and reply.size == source.size
+        if not present and (reply.kind != READY or reply.port != port):
             what = "receiver refused" if reply.is_error else f"expected READY {port}"
             return receiver_failed(process, reader, what, reply if reply.is_error else _protocol_error(line))
 
-        # 2. the stream
-        target_host, target_port = data_address(host, port) if data_address else (host, port)
-        try:
-            streamed = stream_file(
-                path, target_host, target_port, progress_cb, chunk,
-                expected_size=source.size, idle_timeout=idle_timeout, nc=nc,
-            )  # fmt: skip
-        except (TransferError, OSError) as exc:
-            # Closing stdin tells the receiver to give up and remove its part file.
-            return receiver_failed(process, reader, f"stream failed: {exc}", None)
+        # 2. the stream, or (the plot is already there: an earlier OK was lost) only our hash
+        if present:
+            try:
+                size, digest = hash_file(path, chunk)
+            except OSError as exc:
+                return receiver_failed(process, reader, f"cannot read {path}: {exc.strerror or exc}", None)
+            streamed = StreamResult(size, digest, 0.0)
+        else:
+            target_host, target_port = data_address(host, port) if data_address else (host, port)
+            try:
+                streamed = stream_file(
+                    path, target_host, target_port, progress_cb, chunk,
+                    expected_size=source.size, idle_timeout=idle_timeout, nc=nc,
+                )  # fmt: skip
+            except (TransferError, OSError) as exc:
+                # Closing stdin tells the receiver to give up and remove its part file.
+                return receiver_failed(process, reader, f"stream failed: {exc}", None)
 
         # 3. VERIFY / OK
         try:
@@ -881,6 +911,8 @@ def _send_once(
         # and make every retry end in "exists".
         status = _finish(process, 30)
         note = "" if status == 0 else f"receiver exited with status {status} after OK"
+        if present:
+            note = "already on the harvester, identical (an earlier OK was lost)" + (f"; {note}" if note else "")
         return result(True, note, receiver_status=status, **extra)
     finally:
         with contextlib.suppress(Exception):

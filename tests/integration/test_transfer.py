@@ -711,6 +711,31 @@ def test_option_injection_through_the_script_arguments(receivers, tmp_path: Path
     assert_clean(elsewhere)
 
 
+def test_plot_already_there_after_a_lost_ok_is_confirmed_by_hash(harvester: Harvester, tmp_path: Path) -> None:
+    """The receiver committed, but its OK never reached the plotter: the retry must not fail
+    forever with "exists", and must not stream again; it proves the copy and then succeeds."""
+    source = copy_plot("pool", tmp_path / "plotter")
+    (harvester.dest / source.name).write_bytes(source.read_bytes())
+    result = harvester.send(source)
+    assert result.ok and "already on the harvester" in result.reason, result.reason
+    assert result.stream_seconds == 0.0
+    delete_source_after_ok(source, result)
+    assert not source.exists()
+    assert leftovers(harvester.dest) == [source.name]
+
+
+def test_same_size_different_plot_under_the_name_is_refused(harvester: Harvester, tmp_path: Path) -> None:
+    source = copy_plot("pool", tmp_path / "plotter")
+    impostor = bytearray(source.read_bytes())
+    impostor[len(impostor) // 2] ^= 0xFF
+    existing = harvester.dest / source.name
+    existing.write_bytes(bytes(impostor))
+    result = harvester.send(source)
+    assert not result.ok and result.receiver_error == ERR_EXISTS, result.reason
+    assert existing.read_bytes() == bytes(impostor)
+    assert source.exists()
+
+
 def test_existing_final_name_is_refused(harvester: Harvester, tmp_path: Path) -> None:
     source = copy_plot("pool", tmp_path / "plotter")
     existing = harvester.dest / source.name
@@ -886,9 +911,9 @@ def test_over_real_ssh_with_paramiko(sshd, harvester: Harvester, tmp_path: Path,
         assert result.ok, result.reason
         assert sha256(harvester.dest / plot.name) == sha256(plot)
 
+        # Sent again (as after a lost OK): the harvester proves it has this very plot.
         again = send_plot(ssh, harvester.script, plot, LOOPBACK, free_port(), **TIMEOUTS)  # type: ignore[arg-type]
-        assert not again.ok and again.receiver_error == ERR_EXISTS
-        assert again.receiver_status == RECEIVER_EXIT_CODES[ERR_EXISTS]
+        assert again.ok and "already on the harvester" in again.reason, again.reason
 
         # The SSH channel dies mid-stream: sshd's receiver must clean up after itself.
         channels: list = []
@@ -959,3 +984,12 @@ def test_replace_mode_deletes_one_old_og_plot_and_never_a_pool_plot(tmp_path: Pa
         finally:
             replacing.close()
         assert leftovers(dest) == sorted([pool.name, incoming.name])
+
+
+def test_present_line_parsing() -> None:
+    from utilities.transfer import PRESENT
+
+    assert parse_receiver_line("PRESENT 3860015\n").size == 3860015
+    assert parse_receiver_line("PRESENT 3860015").kind == PRESENT
+    assert parse_receiver_line("PRESENT -1").reason == "protocol"
+    assert parse_receiver_line("PRESENT").reason == "protocol"
