@@ -87,6 +87,8 @@ class HarvesterSettings(_Section):
     # chia's debug.log, read for the number of plots chia itself is farming.
     chia_log: Path = Path("~/.chia/mainnet/log/debug.log")
     smartctl: str = "smartctl"
+    # A receiver gives up (and removes its partial file) when no byte arrives for this long.
+    receive_idle_timeout_seconds: float = Field(default=120, gt=0, le=86400)
     # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
     # more than one); with fill_empty_drives_first, free space is filled first until the free
     # slots of all drives fall to empty_drives_low_water_mark.

@@ -26,7 +26,7 @@ from utilities.drives import (
     scan_drives,
 )
 from utilities.notify import Notification, Notifier
-from utilities.receive_script import install_receive_script, render_receive_script, script_target
+from utilities.receive_script import install_receive_script, render_receive_script, same_script
 from utilities.reports import format_health, format_size, format_temperature
 from utilities.smart import SmartInfo, read_many, read_smart
 from utilities.snapshot import DriveSummary, HarvesterSnapshot, summarise_drive, write_export
@@ -173,14 +173,15 @@ def _update_receive_drive(
     outcome.chosen_drive = chosen.name if chosen else None
     script_path = settings.receive_script_path
     wanted = (chosen.receive_dir if chosen else None, replace)
-    on_disk = script_target(script_path) if script_path.exists() else ("missing", False)
+    text = render_receive_script(
+        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at, replace=replace,
+        idle_timeout=settings.harvester.receive_idle_timeout_seconds,
+    )
     recorded = db.get(RECEIVE_KEY) or {}
-    if on_disk == wanted and (recorded.get("receive_dir"), bool(recorded.get("replace"))) == wanted:
+    # Compare whole scripts (less the time stamp): a changed setting rewrites it too.
+    if same_script(script_path, text) and (recorded.get("receive_dir"), bool(recorded.get("replace"))) == wanted:
         log.debug("receive drive unchanged: %s", chosen.mountpoint if chosen else "none")
         return
-    text = render_receive_script(
-        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at, replace=replace
-    )
     if not install_receive_script(script_path, text, receive_lock_path(settings)):
         outcome.change_deferred = True
         log.info("a transfer is being received; receive drive change to %s deferred", wanted[0])

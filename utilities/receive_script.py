@@ -44,11 +44,13 @@ def render_receive_script(
     generated_at: float,
     python: str = sys.executable,
     replace: bool = False,
+    idle_timeout: float = 120,
 ) -> str:
     """Pure: the script text for ``drive`` (or the refusing script when there is none)."""
     return _environment().get_template("receive_plot.sh.j2").render(
         drive=drive,
         replace=replace,
+        idle_timeout=f"{idle_timeout:g}",
         hostname=hostname,
         config_file=config_file,
         lock_file=lock_file,
@@ -58,19 +60,16 @@ def render_receive_script(
     )
 
 
-def script_target(path: Path) -> tuple[str | None, bool]:
-    """The receive directory an existing script points at (None: refusing script or no file),
-    and whether it lets the receiver replace old OG plots."""
-    target, replace = None, False
+def _body(text: str) -> list[str]:
+    return [line for line in text.splitlines() if not line.startswith("# receive_plot.sh: written by")]
+
+
+def same_script(path: Path, text: str) -> bool:
+    """True when the script on disk is ``text`` but for its time stamp line."""
     try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.startswith("RECEIVE_DIR="):
-                target = shlex.split(line.partition("=")[2])[0]
-            elif line == "REPLACE_OLD_PLOTS=yes":
-                replace = True
-    except (OSError, ValueError, IndexError):
-        return None, False
-    return target, replace
+        return _body(path.read_text(encoding="utf-8")) == _body(text)
+    except OSError:
+        return False
 
 
 def install_receive_script(path: Path, text: str, lock_file: Path) -> bool:

@@ -86,6 +86,21 @@ def test_cron_run_picks_first_drive_and_writes_script_and_export(farm, mail) -> 
     assert len(mail.received) == 1
 
 
+def test_changed_setting_rewrites_the_script_without_a_drive_change(farm, mail, plot_size) -> None:
+    import yaml
+
+    harvester, drives = farm
+    harvester.run()
+    assert "--idle-timeout 120 " in harvester.receive_script.read_text()
+    config = yaml.safe_load(harvester.config_path.read_text())
+    config["harvester"]["receive_idle_timeout_seconds"] = 30
+    harvester.write_config(config)
+    harvester.run()
+    assert "--idle-timeout 30 " in harvester.receive_script.read_text()
+    assert harvester.receive_dir() == str(drives.drives[0].mountpoint)
+    assert len(mail.wait_for(1)) == 1  # same drive: no second "new plot drive" mail
+
+
 def test_full_drive_moves_receive_to_next_and_notifies(farm, mail, plot_size) -> None:
     harvester, drives = farm
     harvester.run()
