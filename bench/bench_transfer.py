@@ -587,7 +587,7 @@ class Bench:
 
         self.harvester_pass(dest)  # untimed, as for ours
         settings, _ = load_settings(str(dest.plotter_config))
-        target = settings.plotter.harvesters[0]
+        target = settings.farm.harvesters[0]
         marks: dict[str, float] = {}
         original = transfer.stream_file
 
@@ -601,7 +601,7 @@ class Bench:
         watch = self.watch().start(os.getpid())  # the sender is this process (CPU via process_time) + its nc
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        client = remote.connect(target, settings.plotter.ssh)
+        client = remote.connect(target, settings.farm.ssh)
         t_connected = time.perf_counter()
         transfer.stream_file = timed_stream_file  # this process only; restored below
         try:
@@ -798,8 +798,7 @@ def setup_destinations(bench: Bench, stack: contextlib.ExitStack, plot_size: int
         write_yaml(plotter_config, {
             "hostname": "chiaplot01",
             "state_dir": str(proot / "state"),
-            "plotter": {
-                "plot_directories": [str(bench.outbox)],
+            "farm": {
                 "harvesters": [{
                     "name": HARVESTER, "host": bench.address, "user": "root",
                     "receive_script": str(root / "receive_plot.sh"),
@@ -807,6 +806,9 @@ def setup_destinations(bench: Bench, stack: contextlib.ExitStack, plot_size: int
                 }],
                 "ssh": {"key_file": str(farm.client_key), "known_hosts": str(farm.known_hosts),
                         "connect_timeout_seconds": 5},
+            },
+            "plotter": {
+                "plot_directories": [str(bench.outbox)],
                 "transfer": {"idle_timeout_seconds": 30, "port_count": 20, "stream_with": bench.args.stream_with},
             },
         })

@@ -151,14 +151,11 @@ class TransferSettings(_Section):
     max_export_age_minutes: float = Field(default=10, gt=0)
 
 
-class PlotterSettings(_Section):
-    # Where finished plots appear (globs, like chia's plot directories).
-    plot_directories: tuple[str, ...] = ()
+class FarmSettings(_Section):
+    """The other harvesters of the farm: where the plotter sends plots, and what -fr/-uuid ask."""
+
     harvesters: tuple[HarvesterTarget, ...] = ()
-    # fill: the harvester with the most free slots; replace: the most replaceable old OG plots.
-    priority: Literal["fill", "replace"] = "fill"
     ssh: SshSettings = SshSettings()
-    transfer: TransferSettings = TransferSettings()
 
     @field_validator("harvesters")
     @classmethod
@@ -168,6 +165,14 @@ class PlotterSettings(_Section):
         if duplicates:
             raise ValueError(f"harvester names must be unique, repeated: {', '.join(duplicates)}")
         return value
+
+
+class PlotterSettings(_Section):
+    # Where finished plots appear (globs, like chia's plot directories).
+    plot_directories: tuple[str, ...] = ()
+    # fill: the harvester with the most free slots; replace: the most replaceable old OG plots.
+    priority: Literal["fill", "replace"] = "fill"
+    transfer: TransferSettings = TransferSettings()
 
 
 class Settings(_Section):
@@ -183,6 +188,7 @@ class Settings(_Section):
     notifications: NotificationSettings = NotificationSettings()
     harvester: HarvesterSettings = HarvesterSettings()
     plotter: PlotterSettings = PlotterSettings()
+    farm: FarmSettings = FarmSettings()
 
     @field_validator("plot_size")
     @classmethod

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from utilities.config import HarvesterTarget, Settings
 from utilities.errors import LockBusy, PlotFileError, PlotManagerError
-from utilities.farm import choose_harvester, parse_export, usable_reason
+from utilities.farm import choose_harvester, usable_reason
+from utilities.farm_remote import fetch_exports
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot, finished_plots
-from utilities.remote import RemoteError, connect, fan_out, read_file
+from utilities.remote import RemoteError, connect
 from utilities.snapshot import HarvesterSnapshot
 from utilities.state import StateDB, TransferRecord
 from utilities.transfer import ParamikoExec, TransferError, TransferResult, delete_source_after_ok, send_plot
@@ -120,22 +121,8 @@ def fetch_snapshots(settings: Settings, db: StateDB, notifier: Notifier, outcome
     An unreachable harvester is notified once (until it answers again), not on every run.
     """
     plotter = settings.plotter
-    targets = [t for t in plotter.harvesters if t.enabled]
-
-    def fetch(target: HarvesterTarget) -> HarvesterSnapshot:
-        client = connect(target, plotter.ssh)
-        try:
-            raw = read_file(client, target.export_file)
-        except OSError as exc:
-            raise RemoteError(f"{target.name}: cannot read export {target.export_file}: {exc}") from None
-        finally:
-            client.close()
-        try:
-            return parse_export(raw, target.name)
-        except ValueError as exc:
-            raise RemoteError(f"{target.name}: {exc}") from None
-
-    answers = fan_out(targets, fetch, timeout=plotter.ssh.connect_timeout_seconds * 3 + 5)
+    targets = [t for t in settings.farm.harvesters if t.enabled]
+    answers = fetch_exports(settings.farm)
     now = time.time()
     usable: dict[str, HarvesterSnapshot] = {}
     for target in targets:
@@ -173,8 +160,7 @@ class PlotSender:
         self._db_lock = threading.Lock()  # one sqlite connection shared by the worker threads
 
     def send(self, planned: PlannedTransfer) -> TransferResult:
-        plotter = self.settings.plotter
-        target = next(t for t in plotter.harvesters if t.name == planned.harvester)
+        target = next(t for t in self.settings.farm.harvesters if t.name == planned.harvester)
         lock = self.settings.state_path / "sending" / f"{planned.plot.name}.lock"
         started = time.time()
         try:
@@ -193,7 +179,7 @@ class PlotSender:
         transfer = plotter.transfer
         first_port, ports = port_slice(transfer.port_base, transfer.port_count, transfer.max_concurrent_transfers, planned.slot)
         try:
-            client = connect(target, plotter.ssh)
+            client = connect(target, self.settings.farm.ssh)
         except RemoteError as exc:
             return TransferResult(False, planned.plot.name, str(exc))
         try:
@@ -290,10 +276,10 @@ def run_plotter_pass(
     progress: ProgressFactory | None = None,
 ) -> PlotterOutcome:
     outcome = PlotterOutcome()
-    if only_harvester is not None and only_harvester not in {h.name for h in settings.plotter.harvesters}:
-        raise PlotManagerError(f"--to: {only_harvester!r} is not a harvester in plotter.harvesters")
-    if not settings.plotter.harvesters:
-        raise PlotManagerError("plotter.harvesters is empty: configure at least one harvester to send plots to")
+    if only_harvester is not None and only_harvester not in {h.name for h in settings.farm.harvesters}:
+        raise PlotManagerError(f"--to: {only_harvester!r} is not a harvester in farm.harvesters")
+    if not settings.farm.harvesters:
+        raise PlotManagerError("farm.harvesters is empty: configure at least one harvester to send plots to")
     plots = select_plots(settings, only_path, outcome)
     if not plots:
         log.debug("no finished plots")

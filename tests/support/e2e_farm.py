@@ -72,11 +72,13 @@ class Plotter:
             "hostname": "chiaplot01",
             "state_dir": str(self.root / "state"),
             "notifications": self.notifications,
-            "plotter": {
-                "plot_directories": [str(self.plot_dir)],
+            "farm": {
                 "harvesters": self.harvesters,
                 "ssh": {"key_file": str(self.farm.client_key), "known_hosts": str(self.farm.known_hosts),
                         "connect_timeout_seconds": 3},
+            },
+            "plotter": {
+                "plot_directories": [str(self.plot_dir)],
                 "transfer": {"idle_timeout_seconds": 8, "port_count": 20, **self.transfer},
                 **plotter_extra,
             },

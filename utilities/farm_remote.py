@@ -1,0 +1,32 @@
+"""Ask every harvester of the farm for its export, in parallel, over SSH (host keys checked).
+
+Used by the plotter (where to send) and by the farm-wide report. A harvester that is down, too
+slow or answers garbage comes back as a RemoteError with the reason, never as an exception.
+"""
+
+from __future__ import annotations
+
+from utilities.config import FarmSettings, HarvesterTarget
+from utilities.farm import parse_export
+from utilities.remote import RemoteError, connect, fan_out, read_file
+from utilities.snapshot import HarvesterSnapshot
+
+
+def fetch_export(target: HarvesterTarget, farm: FarmSettings) -> HarvesterSnapshot:
+    client = connect(target, farm.ssh)
+    try:
+        raw = read_file(client, target.export_file)
+    except OSError as exc:
+        raise RemoteError(f"{target.name}: cannot read export {target.export_file}: {exc}") from None
+    finally:
+        client.close()
+    try:
+        return parse_export(raw, target.name)
+    except ValueError as exc:
+        raise RemoteError(f"{target.name}: {exc}") from None
+
+
+def fetch_exports(farm: FarmSettings) -> dict[str, HarvesterSnapshot | RemoteError]:
+    """Every enabled harvester's export or the reason it could not be had, by harvester name."""
+    targets = [t for t in farm.harvesters if t.enabled]
+    return fan_out(targets, lambda t: fetch_export(t, farm), timeout=farm.ssh.connect_timeout_seconds * 3 + 5)
