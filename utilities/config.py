@@ -74,6 +74,17 @@ class HarvesterAlertSettings(_Section):
     temperature_check_minutes: int = Field(default=10, ge=0)  # 0: every run
 
 
+class DrivePrepSettings(_Section):
+    # New drives are mounted at the next free <layout_root>/driveN.
+    layout_root: Path | None = None
+    fstype: Literal["xfs", "ext4"] = "xfs"
+    fstab: Path = Path("/etc/fstab")
+    # Devices never to be touched, whatever is asked (system disks, ...).
+    protected_devices: tuple[str, ...] = ()
+    # chia's config.yaml: the new mountpoint is added to harvester.plot_directories when set.
+    chia_config: Path | None = None
+
+
 class HarvesterSettings(_Section):
     drive_discovery: DriveDiscoverySettings = DriveDiscoverySettings()
     # fill_in_order: fill drives one by one in natural mountpoint order; most_free: spread out.
@@ -99,6 +110,9 @@ class HarvesterSettings(_Section):
     # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
     smart_devices: dict[str, str] = {}
     alerts: HarvesterAlertSettings = HarvesterAlertSettings()
+    # node_exporter textfile collector directory for Prometheus metrics (off when unset).
+    metrics_dir: Path | None = None
+    drive_prep: DrivePrepSettings = DrivePrepSettings()
 
 
 class SshSettings(_Section):
@@ -173,6 +187,8 @@ class PlotterSettings(_Section):
     # fill: the harvester with the most free slots; replace: the most replaceable old OG plots.
     priority: Literal["fill", "replace"] = "fill"
     transfer: TransferSettings = TransferSettings()
+    # node_exporter textfile collector directory for Prometheus metrics (off when unset).
+    metrics_dir: Path | None = None
 
 
 class Settings(_Section):

@@ -25,6 +25,7 @@ from utilities.drives import (
     probe_uuids,
     scan_drives,
 )
+from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.receive_script import install_receive_script, render_receive_script, same_script
 from utilities.reports import format_health, format_size, format_temperature
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 RECEIVE_KEY = "receive_drive"
 TEMPERATURE_CHECK_KEY = "last_temperature_check"
 UUID_CACHE_KEY = "uuid_cache"
+TEMPERATURES_KEY = "last_temperatures"
 
 
 @dataclass
@@ -243,7 +245,10 @@ def hot_drives(
     return result
 
 
-def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome) -> None:
+def _send_alerts(
+    settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome
+) -> dict[str, int | None]:
+    """Latching alerts; returns the latest drive temperatures (read every few minutes only)."""
     for key, (active, detail) in decide_alerts(snap, settings).items():
         if db.alert_transition(key, active, detail):
             outcome.alerts.append(key)
@@ -259,7 +264,7 @@ def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: Harv
     interval = settings.harvester.alerts.temperature_check_minutes * 60
     last = db.get(TEMPERATURE_CHECK_KEY, 0.0)
     if snap.generated_at - last < interval:
-        return
+        return db.get(TEMPERATURES_KEY, {})
     db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
     mounted = [d for d in snap.drives if d.mounted]
     smart = read_drive_smart(settings, mounted)
@@ -284,6 +289,9 @@ def _send_alerts(settings: Settings, db: StateDB, notifier: Notifier, snap: Harv
                 template="drive_temperature",
             )
         )
+    temperatures = {name: info.temperature_c if info.state == "active" else None for name, info in smart.items()}
+    db.set(TEMPERATURES_KEY, temperatures)
+    return temperatures
 
 
 def run_harvester_pass(
@@ -295,7 +303,9 @@ def run_harvester_pass(
     _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
     outcome.snapshot = scan.snapshot
     write_export(scan.snapshot, settings.export_path)
-    _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    if settings.harvester.metrics_dir is not None:
+        write_textfile(settings.harvester.metrics_dir, "plot_manager_harvester", harvester_metrics(scan.snapshot, temperatures))
     log.debug(
         "pass done: %d drives, %d plots, %d headers read", scan.snapshot.drive_count,
         scan.snapshot.total_plots, scan.headers_read,

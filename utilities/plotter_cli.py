@@ -13,6 +13,7 @@ from pathlib import Path
 from utilities.config import Settings
 from utilities.errors import UsageError
 from utilities.locking import exclusive_lock
+from utilities.metrics import plotter_metrics, write_textfile
 from utilities.notify import Notifier
 from utilities.plot_finder import FinishedPlot
 from utilities.plotter import PlotterOutcome, run_plotter_pass
@@ -107,6 +108,9 @@ def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: 
         else:
             with exclusive_lock(settings.state_path / "plot_manager.lock", "plot_manager.py run"):
                 outcome = run_plotter_pass(settings, db, notifier, dry_run=args.dry_run, progress=progress)
+        if settings.plotter.metrics_dir is not None and not args.dry_run:
+            write_textfile(settings.plotter.metrics_dir, "plot_manager_plotter",
+                           plotter_metrics(settings.hostname, db.transfers_since(0), time.time()))
     for line in describe(outcome, args.dry_run):
         print(line)
     return 1 if outcome.failures or (args.send and outcome.unplaced) else 0

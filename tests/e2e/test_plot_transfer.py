@@ -59,7 +59,8 @@ def _unthrottle(farm: E2EFarm, name: str) -> None:
     subprocess.run(["tc", "qdisc", "del", "dev", farm.net.host(name).veth_host_side, "root"], check=False)
 
 
-def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm) -> None:
+def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm, tmp_path: Path) -> None:
+    farm.plotter.write_config(metrics_dir=str(tmp_path / "textfile"))
     plots = _make_plots(farm, ["pool", "og"])
     proc = farm.plotter.run()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -74,6 +75,9 @@ def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm) -> None:
     assert "Plots moved in the last 24 hours:   2" in history
     log = (farm.plotter.root / "state" / "logs" / "plot_manager.log").read_text()
     assert all(f"{name} -> chianas02: 100%" in log for name in plots)  # cron runs log progress
+    metrics = (tmp_path / "textfile" / "plot_manager_plotter.prom").read_text().splitlines()
+    sent = [line for line in metrics if line.startswith("chia_pm_plots_sent_total{")]
+    assert len(sent) == 1 and 'harvester="chianas02"' in sent[0] and sent[0].endswith(" 2")
 
 
 def test_unreachable_harvester_is_skipped_reported_once_and_the_plot_goes_elsewhere(farm: E2EFarm) -> None:

@@ -285,3 +285,19 @@ def test_check_temps_marks_hot_drive_and_never_wakes_standby(farm, mail, monkeyp
     assert "/dev/sdc" not in temperature_mails[0].message["Subject"]
     assert str(drives.drives[1].mountpoint) in temperature_mails[0].message.get_body(("plain",)).get_content()
     assert fake.wake_log.exists() is False or fake.wake_log.read_text() == ""
+
+
+def test_cron_run_writes_prometheus_metrics(farm, tmp_path) -> None:
+    import yaml
+
+    harvester, drives = farm
+    copy_plot("og", drives.drives[0].mountpoint)
+    config = yaml.safe_load(harvester.config_path.read_text())
+    config["harvester"]["metrics_dir"] = str(tmp_path / "textfile")
+    harvester.write_config(config)
+    harvester.run()
+    text = (tmp_path / "textfile" / "plot_manager_harvester.prom").read_text()
+    assert 'chia_pm_drive_plots{harvester="chianas01",drive="drive0"' in text
+    assert 'chia_pm_plots{harvester="chianas01",kind="og"} 1' in text
+    assert 'chia_pm_receive_drive{harvester="chianas01",drive="drive0"} 1' in text
+    assert not list((tmp_path / "textfile").glob("*.tmp*"))
