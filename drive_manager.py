@@ -31,9 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("-dr", "--daily_report", action="store_true", help="send the daily report (daily_report notification) and print it")
     actions.add_argument("-ud", "--update_daily", action="store_true", help="record today's plot counts for the daily statistics (cron, once a day)")
     actions.add_argument("-rp", "--replace_plot", action="store_true", help="replace mode: delete one old OG plot on the receive drive if it has no room for another plot")
+    actions.add_argument("-fr", "--farm_report", action="store_true", help="this harvester and every harvester in farm.harvesters: totals and one section each")
+    actions.add_argument("-uuid", "--check_uuid", metavar="UUID", help="find the harvester and mountpoint of a drive by its filesystem UUID")
+    actions.add_argument("--prepare-drive", metavar="DEVICE", help="partition, format, mount and fstab a NEW empty disk (see harvester.drive_prep)")
     actions.add_argument("-off", "--offline_hdd", metavar="DRIVE", help="take a drive offline: no more plots go to it (name like drive6, or its mountpoint)")
     actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service")
-    parser.add_argument("--json", action="store_true", help="with -pr or -ct: print JSON instead of text")
+    parser.add_argument("--json", action="store_true", help="with -pr, -ct or -fr: print JSON instead of text")
+    parser.add_argument("--yes", action="store_true", help="with --prepare-drive: do not ask for confirmation")
     return parser
 
 

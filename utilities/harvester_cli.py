@@ -5,13 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from datetime import date
 from pathlib import Path
 
 from utilities.config import Settings
+from utilities.drive_prep import prepare_drive
 from utilities.drives import discover_drives, find_drive
 from utilities.errors import DriveError, UsageError
+from utilities.farm_remote import fetch_exports
+from utilities.farm_report import (
+    FarmView,
+    build_view,
+    farm_report_data,
+    farm_report_text,
+    find_uuid,
+    uuid_report_text,
+    validate_uuid,
+)
 from utilities.harvester import read_drive_smart, run_harvester_pass, scan_harvester
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
@@ -144,9 +156,50 @@ def replace_plot(args: argparse.Namespace, settings: Settings, db: StateDB) -> i
     return 0
 
 
+def _farm_view(settings: Settings, db: StateDB) -> FarmView:
+    local = scan_harvester(settings, db).snapshot
+    return build_view(local, fetch_exports(settings.farm))
+
+
+def farm_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    view = _farm_view(settings, db)
+    print(json.dumps(farm_report_data(view), indent=2) if args.json else farm_report_text(view))
+    return 0
+
+
+def check_uuid(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    uuid = validate_uuid(args.check_uuid)
+    view = _farm_view(settings, db)
+    found = find_uuid(view, uuid)
+    print(uuid_report_text(uuid, found, view.problems))
+    return 0 if found else 1
+
+
+def prepare(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    prep = settings.harvester.drive_prep
+    if prep.layout_root is None:
+        raise UsageError("--prepare-drive needs harvester.drive_prep.layout_root in the config")
+
+    def ask(question: str) -> bool:
+        if args.yes:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError("--prepare-drive: no terminal to confirm on; pass --yes to go ahead")
+        return input(f"{question} ").strip().lower() == "yes"
+
+    drive = prepare_drive(
+        args.prepare_drive, layout_root=prep.layout_root, fstype=prep.fstype, confirm=ask, fstab=prep.fstab,
+        protected=prep.protected_devices, chia_config=prep.chia_config,
+    )
+    print(f"{drive.device}: {drive.fstype} on {drive.partition} (UUID={drive.uuid}) mounted at {drive.mountpoint}, in {prep.fstab}")
+    return 0
+
+
 def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
-    if args.json and not (args.plot_report or args.check_temps):
-        raise UsageError("--json goes with -pr/--plot_report or -ct/--check_temps")
+    if args.json and not (args.plot_report or args.check_temps or args.farm_report):
+        raise UsageError("--json goes with -pr/--plot_report, -ct/--check_temps or -fr/--farm_report")
+    if args.yes and not args.prepare_drive:
+        raise UsageError("--yes goes with --prepare-drive")
     with StateDB(settings.database_path) as db:
         if args.plot_report:
             return plot_report(args, settings, db)
@@ -158,6 +211,12 @@ def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path:
             return update_daily(args, settings, db)
         if args.replace_plot:
             return replace_plot(args, settings, db)
+        if args.farm_report:
+            return farm_report(args, settings, db)
+        if args.check_uuid:
+            return check_uuid(args, settings, db)
+        if args.prepare_drive:
+            return prepare(args, settings, db)
         if args.offline_hdd:
             return offline_drive(args, settings, config_path, db)
         if args.online_hdd:

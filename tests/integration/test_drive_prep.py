@@ -314,3 +314,35 @@ def test_plot_directory_edit_variants() -> None:
     for bad in ("harvester:\n  port: 1\n", "harvester: {plot_directories: []}\n", "farmer:\n  x: 1\n"):
         with pytest.raises(DriveError, match="by hand"):
             plan_plot_directory_edit(bad, "/a")
+
+
+def test_drive_manager_prepares_a_new_disk_and_the_next_cron_run_receives_on_it(
+    loop_device: Callable[[int], str], tmp_path: Path
+) -> None:
+    """The whole farmer's path: --prepare-drive, then the minute job picks the new drive."""
+    from tests.support.harvester_env import Harvester, harvester_config
+    from tests.support.plotmaker import cached_plot
+
+    device = loop_device(64)
+    root = tmp_path / "farm"
+    (root / "enclosure0").mkdir(parents=True)
+    fstab = tmp_path / "fstab"
+    fstab.write_text(FSTAB_BEFORE)
+    harvester = Harvester(root)
+    config = harvester_config(root, [str(root / "enclosure0" / "drive*")], cached_plot("pool").stat().st_size)
+    config["harvester"]["drive_prep"] = {"layout_root": str(root / "enclosure0"), "fstype": "ext4", "fstab": str(fstab)}
+    harvester.write_config(config)
+    refused = harvester.run("--prepare-drive", device, check=False)  # no terminal, no --yes
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert fstab.read_text() == FSTAB_BEFORE
+    mountpoint = root / "enclosure0" / "drive1"
+    try:
+        out = harvester.run("--prepare-drive", device, "--yes").stdout
+        assert f"mounted at {mountpoint}" in out
+        assert f" {mountpoint} ext4 " in fstab.read_text()
+        harvester.run()
+        assert harvester.receive_dir() == str(mountpoint)
+    finally:
+        for _src, mp, _ in mounts():
+            if mp == str(mountpoint):
+                umount(Path(mp), device)

@@ -1,0 +1,77 @@
+"""-fr and -uuid across harvesters in namespaces, with one down and one answering garbage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.e2e_farm import E2EFarm
+from tests.support.loopdrives import requires_root_and_loop
+from tests.support.netns_farm import requires_netns
+from tests.support.plotmaker import cached_plot, copy_plot
+
+pytestmark = [pytest.mark.root, requires_root_and_loop, requires_netns, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[E2EFarm]:
+    size = cached_plot("pool").stat().st_size
+    with E2EFarm(tmp_path / "farm", {"chianas01": 1, "chianas02": 2, "chianas03": 1}, size) as farm:
+        # Every harvester knows the others, as the plotter does.
+        for name, harvester in farm.harvesters.items():
+            config = yaml.safe_load(harvester.config_path.read_text())
+            config["farm"] = {
+                "harvesters": [h for h in farm.plotter.harvesters if h["name"] != name],
+                "ssh": {"key_file": str(farm.net.client_key), "known_hosts": str(farm.net.known_hosts),
+                        "connect_timeout_seconds": 3},
+            }
+            harvester.config_path.write_text(yaml.safe_dump(config))
+        yield farm
+
+
+def test_farm_report_totals_and_broken_harvesters(farm: E2EFarm) -> None:
+    copy_plot("og", farm.harvesters["chianas01"].drives.drives[0].mountpoint)
+    for _ in range(2):
+        copy_plot("pool", farm.harvesters["chianas02"].drives.drives[1].mountpoint)
+    copy_plot("pool", farm.harvesters["chianas03"].drives.drives[0].mountpoint)
+    for name in farm.harvesters:
+        farm.harvester_pass(name)
+    data = json.loads(farm.harvester_pass("chianas01", "-fr", "--json").stdout)
+    assert data["totals"]["plots"] == 4 and data["totals"]["og_plots"] == 1 and data["totals"]["pool_plots"] == 3
+    assert data["totals"]["drives"] == 4 and data["totals"]["unreachable"] == {}
+    # chianas03 goes down, chianas02 answers garbage: the report still comes, and says so.
+    farm.net.stop_sshd("chianas03")
+    farm.harvesters["chianas02"].export_file.write_text("<html>502 Bad Gateway</html>")
+    proc = farm.harvester_pass("chianas01", "-fr")
+    text = proc.stdout
+    assert "Farm Wide Plot Report" in text and "chianas01 Harvester Report" in text
+    total = next(line for line in text.splitlines() if line.startswith("Total Number of Plots on Farm:"))
+    assert total.split()[-1] == "1"
+    unreachable = [line for line in text.splitlines() if line.startswith("UNREACHABLE:")]
+    assert len(unreachable) == 2
+    assert any("not JSON" in line for line in unreachable)
+    data = json.loads(farm.harvester_pass("chianas01", "-fr", "--json").stdout)
+    assert set(data["totals"]["unreachable"]) == {"chianas02", "chianas03"}
+
+
+def test_uuid_search_finds_a_drive_on_another_harvester(farm: E2EFarm) -> None:
+    target = farm.harvesters["chianas03"].drives.drives[0]
+    out = farm.harvester_pass("chianas01", "-uuid", target.uuid).stdout
+    assert "Status:        LOCATED" in out
+    assert "Harvester:     chianas03" in out and f"Mount Point:   {target.mountpoint}" in out
+    missing = farm.net.exec_in("chianas01", [*_dm(farm, "chianas01"), "-uuid", "00000000-0000-4000-8000-000000000000"])
+    assert missing.returncode == 1 and "NOT LOCATED" in missing.stdout
+    bad = farm.net.exec_in("chianas01", [*_dm(farm, "chianas01"), "-uuid", "not-a-uuid"])
+    assert bad.returncode == 2 and "not a filesystem UUID" in bad.stderr
+
+
+def _dm(farm: E2EFarm, name: str) -> list[str]:
+    import sys
+
+    from tests.support.e2e_farm import REPO
+
+    return [sys.executable, str(REPO / "drive_manager.py"), "--config", str(farm.harvesters[name].config_path)]
