@@ -85,6 +85,8 @@ def check_temps(args: argparse.Namespace, settings: Settings, db: StateDB) -> in
 def daily_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
     data, smart = _report_data(settings, db)
     context = daily_report_context(data, smart)
+    if settings.farm.harvesters and settings.notifications.events.get("farm_update"):
+        context["farm_report_text"] = farm_report_text(_farm_view(settings, db))
     notifier = Notifier(settings.notifications)
     notification = Notification(
         event="daily_report",

@@ -75,3 +75,24 @@ def _dm(farm: E2EFarm, name: str) -> list[str]:
     from tests.support.e2e_farm import REPO
 
     return [sys.executable, str(REPO / "drive_manager.py"), "--config", str(farm.harvesters[name].config_path)]
+
+
+def test_daily_email_carries_the_farm_report_when_farm_update_is_on(farm: E2EFarm) -> None:
+    import subprocess
+
+    from tests.support.smtp_server import smtp_server
+
+    harvester = farm.harvesters["chianas01"]
+    with smtp_server() as mail:
+        config = yaml.safe_load(harvester.config_path.read_text())
+        config["notifications"] = {
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "events": {"daily_report": ["email"], "farm_update": ["email"]},
+        }
+        harvester.config_path.write_text(yaml.safe_dump(config))
+        # Run from the plotter's namespace, where the loopback SMTP server is.
+        proc = subprocess.run([*_dm(farm, "chianas01"), "-dr"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        (msg,) = mail.wait_for(1)
+        text = msg.message.get_body(("plain",)).get_content()
+        assert "Farm Wide Plot Report" in text and "chianas03 Harvester Report" in text

@@ -350,3 +350,35 @@ def test_concurrent_transfers_and_repeated_failures_alert_once(farm: E2EFarm) ->
         assert "failed 2 times" in mail_msg.message["Subject"] and next(iter(stuck)) in mail_msg.message["Subject"]
         assert len(mail.received) == 1
         assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(stuck)
+
+
+def test_replace_migration_one_by_one_never_drops_the_count(farm: E2EFarm, plot_size: int) -> None:
+    """A drive full of OG plots becomes a drive of pool plots, one plot per run."""
+    import yaml
+
+    from utilities.plots import read_plot_header
+
+    harvester = farm.harvesters["chianas01"]
+    drive = harvester.drives.drives[0]
+    for _ in range(3):
+        copy_plot("og", drive.mountpoint)
+    harvester.drives.fill_for_plots(drive, 0, plot_size)
+    config = yaml.safe_load(harvester.config_path.read_text())
+    config["harvester"].update(replace_non_pool_plots=True, fill_empty_drives_first=False)
+    harvester.config_path.write_text(yaml.safe_dump(config))
+    farm.plotter.harvesters = [h for h in farm.plotter.harvesters if h["name"] == "chianas01"]
+    farm.plotter.write_config(priority="replace")
+
+    def kinds() -> list[str]:
+        return sorted(read_plot_header(p).kind for p in harvester.plots())
+
+    assert kinds() == ["og", "og", "og"]
+    for step in range(1, 4):
+        farm.harvester_pass("chianas01")
+        _make_plots(farm, ["pool"])
+        proc = farm.plotter.run()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert kinds() == sorted(["pool"] * step + ["og"] * (3 - step)), step  # count stays 3, no pool lost
+    farm.harvester_pass("chianas01")
+    export = farm.export("chianas01")
+    assert export["receive_drive"] is None  # no OG plot left and no free space: nothing to receive on
