@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -203,25 +204,25 @@ def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path:
     if args.yes and not args.prepare_drive:
         raise UsageError("--yes goes with --prepare-drive")
     with StateDB(settings.database_path) as db:
-        if args.plot_report:
-            return plot_report(args, settings, db)
-        if args.check_temps:
-            return check_temps(args, settings, db)
-        if args.daily_report:
-            return daily_report(args, settings, db)
-        if args.update_daily:
-            return update_daily(args, settings, db)
-        if args.replace_plot:
-            return replace_plot(args, settings, db)
-        if args.farm_report:
-            return farm_report(args, settings, db)
-        if args.check_uuid:
-            return check_uuid(args, settings, db)
-        if args.prepare_drive:
-            return prepare(args, settings, db)
-        if args.offline_hdd:
-            return offline_drive(args, settings, config_path, db)
-        if args.online_hdd:
-            return online_drive(args, settings, config_path, db)
+        for flag, action in ACTIONS:
+            if getattr(args, flag):
+                return action(args, settings, config_path, db)
         cron_pass(settings, config_path, db)
         return 0
+
+
+Action = Callable[[argparse.Namespace, Settings, Path, StateDB], int]
+
+# One flag, one action (flags are mutually exclusive); no flag means the cron pass.
+ACTIONS: tuple[tuple[str, Action], ...] = (
+    ("plot_report", lambda a, s, c, db: plot_report(a, s, db)),
+    ("check_temps", lambda a, s, c, db: check_temps(a, s, db)),
+    ("daily_report", lambda a, s, c, db: daily_report(a, s, db)),
+    ("update_daily", lambda a, s, c, db: update_daily(a, s, db)),
+    ("replace_plot", lambda a, s, c, db: replace_plot(a, s, db)),
+    ("farm_report", lambda a, s, c, db: farm_report(a, s, db)),
+    ("check_uuid", lambda a, s, c, db: check_uuid(a, s, db)),
+    ("prepare_drive", lambda a, s, c, db: prepare(a, s, db)),
+    ("offline_hdd", offline_drive),
+    ("online_hdd", online_drive),
+)
