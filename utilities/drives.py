@@ -89,6 +89,7 @@ class ScanResult:
     header_deletes: list[str] = field(default_factory=list)
     headers_read: int = 0
     seen_paths: set[str] = field(default_factory=set)
+    dir_mtimes: dict[str, int] = field(default_factory=dict)
 
 
 # -- pure decisions -----------------------------------------------------------------------------
@@ -325,23 +326,73 @@ def _header_for(path: str, size: int, mtime_ns: int, cache: dict[str, CachedHead
     return fresh, True
 
 
+# A directory whose files changed this recently is always listed again: a file copied in place
+# under its final name grows without touching the directory's mtime.
+SETTLE_SECONDS = 600
+
+
+def _cached_listing(
+    directory: str, dir_mtime_ns: int, known_mtimes: dict[str, int], by_dir: dict[str, list[tuple[str, CachedHeader]]], now: float
+) -> list[tuple[str, CachedHeader]] | None:
+    """The cached plot files of ``directory`` if it provably did not change since the last scan.
+
+    Creating, deleting or renaming a file changes its directory's mtime, so an unchanged mtime
+    means an unchanged set of names. Skipped (None) when the directory is new to us, holds a file
+    whose header could not be read, or had a file modified recently.
+    """
+    if known_mtimes.get(directory) != dir_mtime_ns:
+        return None
+    entries = by_dir.get(directory, [])
+    settle_ns = int((now - SETTLE_SECONDS) * 1e9)
+    if any(h.kind == "unknown" or h.mtime_ns > settle_ns for _, h in entries):
+        return None
+    return entries
+
+
 def scan_drive(
     location: DriveLocation,
     cache: dict[str, CachedHeader],
     result: ScanResult,
     now: float,
+    known_dir_mtimes: dict[str, int] | None = None,
+    by_dir: dict[str, list[tuple[str, CachedHeader]]] | None = None,
 ) -> DriveState:
-    """Count the finished plots on one drive by kind, from the files themselves."""
+    """Count the finished plots on one drive by kind, from the files themselves.
+
+    A plot directory that did not change since the last scan (same mtime) is counted from the
+    state database without listing or stat-ing its files: the minute job on a JBOD of 30,000
+    plots then costs one stat per directory, not one per plot.
+    """
     try:
         usage = psutil.disk_usage(location.mountpoint)
     except OSError:
         return DriveState(location, 0, 0, 0, mounted=False)
     counts = {"og": 0, "pool": 0, "unknown": 0}
     plot_bytes = recent = 0
+
+    def count(path: str, header: CachedHeader) -> None:
+        nonlocal plot_bytes, recent
+        result.seen_paths.add(path)
+        counts[header.kind if header.kind in counts else "unknown"] += 1
+        plot_bytes += header.size
+        if now - header.mtime_ns / 1e9 < DAY_SECONDS:
+            recent += 1
+
     for directory in location.plot_dirs:
+        try:
+            dir_mtime_ns = os.stat(directory).st_mtime_ns  # before listing: a change during it is seen next time
+        except OSError:
+            continue
+        listing = _cached_listing(directory, dir_mtime_ns, known_dir_mtimes or {}, by_dir or {}, now)
+        result.dir_mtimes[directory] = dir_mtime_ns
+        if listing is not None:
+            for path, header in listing:
+                count(path, header)
+            continue
         try:
             entries = list(os.scandir(directory))
         except OSError:
+            result.dir_mtimes.pop(directory, None)
             continue
         for entry in entries:
             if not is_finished_plot_name(entry.name):
@@ -352,15 +403,11 @@ def scan_drive(
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue
-            result.seen_paths.add(entry.path)
             header, changed = _header_for(entry.path, st.st_size, st.st_mtime_ns, cache)
             if changed:
                 result.header_upserts[entry.path] = header
                 result.headers_read += 1
-            counts[header.kind if header.kind in counts else "unknown"] += 1
-            plot_bytes += st.st_size
-            if now - st.st_mtime < DAY_SECONDS:
-                recent += 1
+            count(entry.path, header)
     return DriveState(
         location,
         total_bytes=usage.total,
@@ -375,13 +422,24 @@ def scan_drive(
 
 
 def scan_drives(
-    locations: Sequence[DriveLocation], cache: dict[str, CachedHeader], now: float | None = None
+    locations: Sequence[DriveLocation],
+    cache: dict[str, CachedHeader],
+    now: float | None = None,
+    known_dir_mtimes: dict[str, int] | None = None,
 ) -> ScanResult:
-    """Scan every drive; also work out which cached headers belong to files that are gone."""
+    """Scan every drive; also work out which cached headers belong to files that are gone.
+
+    ``known_dir_mtimes`` (directory -> mtime_ns of the last scan) lets unchanged directories be
+    counted from ``cache``; the result's ``dir_mtimes`` is what to remember for the next scan.
+    """
     now = time.time() if now is None else now
     result = ScanResult(drives=[])
+    by_dir: dict[str, list[tuple[str, CachedHeader]]] = {}
+    if known_dir_mtimes:
+        for path, header in cache.items():
+            by_dir.setdefault(os.path.dirname(path), []).append((path, header))
     for location in locations:
-        result.drives.append(scan_drive(location, cache, result, now))
+        result.drives.append(scan_drive(location, cache, result, now, known_dir_mtimes, by_dir))
     seen_dirs = {
         d for state in result.drives if state.mounted for d in state.location.plot_dirs
     }

@@ -39,6 +39,7 @@ RECEIVE_KEY = "receive_drive"
 TEMPERATURE_CHECK_KEY = "last_temperature_check"
 UUID_CACHE_KEY = "uuid_cache"
 TEMPERATURES_KEY = "last_temperatures"
+DIR_MTIMES_KEY = "plot_dir_mtimes"
 
 
 @dataclass
@@ -98,9 +99,12 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
     now = time.time() if now is None else now
     locations = discover_drives(settings.harvester.drive_discovery, uuid_lookup=_cached_uuid_lookup(db))
     cache = db.load_headers()
-    result = scan_drives(locations, cache, now)
+    known_dirs = db.get(DIR_MTIMES_KEY) or {}
+    result = scan_drives(locations, cache, now, known_dirs)
     if result.header_upserts or result.header_deletes:
         db.update_headers(result.header_upserts, result.header_deletes)
+    if result.dir_mtimes != known_dirs:
+        db.set(DIR_MTIMES_KEY, result.dir_mtimes)
     offline = db.offline_drives()
     plot_size = settings.plot_size_bytes
     summaries = tuple(

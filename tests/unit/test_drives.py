@@ -118,3 +118,36 @@ def test_replace_mode_fills_first_then_replaces_then_falls_back() -> None:
     assert choose_receive_target(no_og_left, [], PLOT, replace=True, low_water_mark=10) == (no_og_left[1], False)
     nothing = [_og_drive("drive0", 0, 0)]
     assert choose_receive_target(nothing, [], PLOT, replace=True) == (None, False)
+
+
+def test_unchanged_directory_is_counted_from_the_cache_and_changes_are_seen(tmp_path) -> None:
+    import os
+    import time
+
+    from tests.support.plotmaker import copy_plot
+    from utilities.drives import scan_drives
+
+    old = time.time() - 3600
+    plots = [copy_plot("og", tmp_path), copy_plot("pool", tmp_path)]
+    for p in plots:
+        os.utime(p, (old, old))
+    location = DriveLocation("d", str(tmp_path), "/dev/x", "ext4", (str(tmp_path),))
+    first = scan_drives([location], {})
+    assert first.headers_read == 2 and first.dir_mtimes == {str(tmp_path): os.stat(tmp_path).st_mtime_ns}
+    cache = dict(first.header_upserts)
+
+    # Unchanged directory: not even stat-ed. Prove it by changing a file behind the scan's back
+    # (in place, keeping the directory's mtime): the cached size is what gets counted.
+    dir_times = os.stat(tmp_path)
+    os.truncate(plots[0], 1000)
+    os.utime(plots[0], (old, old))
+    os.utime(tmp_path, ns=(dir_times.st_atime_ns, dir_times.st_mtime_ns))
+    second = scan_drives([location], cache, known_dir_mtimes=first.dir_mtimes)
+    assert second.headers_read == 0
+    assert second.drives[0].plot_bytes == sum(h.size for h in cache.values())
+    assert (second.drives[0].plots_og, second.drives[0].plots_pool) == (1, 1)
+
+    # A new file changes the directory's mtime: listed again, the new plot is counted.
+    copy_plot("pool", tmp_path)
+    third = scan_drives([location], cache, known_dir_mtimes=second.dir_mtimes)
+    assert third.drives[0].plots_pool == 2 and third.headers_read >= 1
