@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from utilities.errors import UsageError
-from utilities.remote import RemoteError
 from utilities.reports import WIDTH, banner, report_line
 from utilities.snapshot import TIB, HarvesterSnapshot
 
@@ -25,13 +24,13 @@ class FarmView:
     problems: dict[str, str]  # harvester -> why it is missing from the totals
 
 
-def build_view(local: HarvesterSnapshot, remote: Mapping[str, HarvesterSnapshot | RemoteError]) -> FarmView:
+def build_view(local: HarvesterSnapshot, remote: Mapping[str, HarvesterSnapshot | Exception]) -> FarmView:
     harvesters = {local.hostname: local}
     problems = {}
     for name, answer in sorted(remote.items()):
         if name == local.hostname:
             continue
-        if isinstance(answer, RemoteError):
+        if isinstance(answer, Exception):  # a RemoteError saying why
             problems[name] = str(answer)
         else:
             harvesters[name] = answer

@@ -12,10 +12,8 @@ from datetime import date
 from pathlib import Path
 
 from utilities.config import Settings
-from utilities.drive_prep import prepare_drive
 from utilities.drives import discover_drives, find_drive
 from utilities.errors import DriveError, UsageError
-from utilities.farm_remote import fetch_exports
 from utilities.farm_report import (
     FarmView,
     build_view,
@@ -160,6 +158,9 @@ def replace_plot(args: argparse.Namespace, settings: Settings, db: StateDB) -> i
 
 
 def _farm_view(settings: Settings, db: StateDB) -> FarmView:
+    # paramiko is imported only here: the minute job never talks SSH (bench/: start-up cost).
+    from utilities.farm_remote import fetch_exports
+
     local = scan_harvester(settings, db).snapshot
     return build_view(local, fetch_exports(settings.farm))
 
@@ -189,6 +190,9 @@ def prepare(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
         if not sys.stdin.isatty():
             raise UsageError("--prepare-drive: no terminal to confirm on; pass --yes to go ahead")
         return input(f"{question} ").strip().lower() == "yes"
+
+
+    from utilities.drive_prep import prepare_drive
 
     drive = prepare_drive(
         args.prepare_drive, layout_root=prep.layout_root, fstype=prep.fstype, confirm=ask, fstab=prep.fstab,
