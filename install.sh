@@ -90,18 +90,19 @@ echo "state: $state_dir"
 if [ "$cron" = 1 ]; then
     run="cd $(printf %q "$INSTALL_DIR") && PLOT_MANAGER_CONFIG=$(printf %q "$config") $(printf %q "$python")"
     case "$role" in
+        # stdout (what a run did) goes to the log only; warnings and errors on stderr reach cron mail.
         harvester) script=drive_manager.py; lines=(
-            "* * * * * $user $run drive_manager.py"
-            "01 00 * * * $user $run drive_manager.py -ud"
-            "02 00 * * * $user $run drive_manager.py -dr") ;;
-        plotter) script=plot_manager.py; lines=("*/2 * * * * $user $run plot_manager.py") ;;
-        farmer) script=coin_monitor.py; lines=("* * * * * $user $run coin_monitor.py") ;;
+            "* * * * * $user $run drive_manager.py >/dev/null"
+            "01 00 * * * $user $run drive_manager.py -ud >/dev/null"
+            "02 00 * * * $user $run drive_manager.py -dr >/dev/null") ;;
+        plotter) script=plot_manager.py; lines=("*/2 * * * * $user $run plot_manager.py >/dev/null") ;;
+        farmer) script=coin_monitor.py; lines=("* * * * * $user $run coin_monitor.py >/dev/null") ;;
     esac
     [ -e "$INSTALL_DIR/$script" ] || die "--cron: $script is not part of this version yet; no cron entries written"
     install -d "$cron_dir"
     cron_file="$cron_dir/plot_manager-$role"
     {
-        echo "# Written by $INSTALL_DIR/install.sh $role --cron; rerun it to update. Output goes to cron mail."
+        echo "# Written by $INSTALL_DIR/install.sh $role --cron; rerun it to update. Warnings and errors go to cron mail."
         echo "SHELL=/bin/sh"
         printf '%s\n' "${lines[@]}"
     } > "$cron_file.tmp"

@@ -131,7 +131,8 @@ def fetch_snapshots(settings: Settings, db: StateDB, notifier: Notifier, outcome
             answer, now, plotter.transfer.max_export_age_minutes * 60
         )
         reachable = not isinstance(answer, RemoteError)
-        if db.alert_transition(f"harvester_unreachable:{target.name}", not reachable, reason or ""):
+        newly_down = db.alert_transition(f"harvester_unreachable:{target.name}", not reachable, reason or "")
+        if newly_down:
             notifier.send(
                 Notification(
                     event="harvester_unreachable",
@@ -142,7 +143,8 @@ def fetch_snapshots(settings: Settings, db: StateDB, notifier: Notifier, outcome
             )
         if reason:
             outcome.unreachable[target.name] = reason
-            log.warning("harvester %s skipped: %s", target.name, reason)
+            # A warning (stderr: cron mail) only when it starts; the log file has every run.
+            log.log(logging.WARNING if newly_down else logging.INFO, "harvester %s skipped: %s", target.name, reason)
         else:
             assert isinstance(answer, HarvesterSnapshot)
             usable[target.name] = answer

@@ -24,7 +24,7 @@ def test_harvester_install_is_idempotent_and_keeps_the_config(tmp_path: Path) ->
     cron_file = cron_dir / "plot_manager-harvester"
     entries = [line for line in cron_file.read_text().splitlines() if "drive_manager.py" in line]
     assert len(entries) == 3 and entries[0].startswith("* * * * * ")
-    assert any(line.endswith("drive_manager.py -ud") for line in entries)
+    assert any(line.endswith("drive_manager.py -ud >/dev/null") for line in entries)
     # The farmer edits the config; a second install keeps the edit and writes the same cron file.
     config.write_text(config.read_text().replace("plot_size: k32", "plot_size: k33"))
     before = cron_file.read_text()
