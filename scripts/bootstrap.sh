@@ -17,7 +17,7 @@ need_root() {
 # System packages: the product's tools and, for the tests, a whole farm on one machine.
 packages=(python3 python3-venv python3-pip smartmontools netcat-openbsd openssh-client util-linux e2fsprogs)
 if [ "$kind" = dev ]; then
-    packages+=(openssh-server xfsprogs iproute2 rsync parted)
+    packages+=(openssh-server openssh-sftp-server xfsprogs iproute2 rsync parted)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -79,15 +79,6 @@ def run(client: paramiko.SSHClient, argv: list[str], timeout: float = 60) -> Com
     return CommandResult(stdout.channel.recv_exit_status(), out, err)
 
 
-def read_file(client: paramiko.SSHClient, path: str, max_bytes: int = 16 * 1024 * 1024) -> bytes:
-    """Read a remote file over SFTP (relative paths are from the login directory)."""
-    with client.open_sftp() as sftp, sftp.open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise RemoteError(f"{path} is larger than {max_bytes} bytes")
-    return data
-
-
 def fan_out(
     targets: Iterable[HarvesterTarget], work: Callable[[HarvesterTarget], T], timeout: float
 ) -> dict[str, T | RemoteError]:
