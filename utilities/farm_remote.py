@@ -11,7 +11,6 @@ from utilities.farm import parse_export
 from utilities.remote import RemoteError, connect, fan_out, run
 from utilities.snapshot import HarvesterSnapshot
 
-
 MAX_EXPORT_BYTES = 16 * 1024 * 1024  # a harvester with 1,000 drives writes well under 1 MiB
 
 
