@@ -20,6 +20,7 @@ from utilities.config import Settings
 from utilities.drives import (
     DriveLocation,
     DriveState,
+    UuidLookup,
     choose_receive_target,
     discover_drives,
     probe_uuids,
@@ -57,7 +58,6 @@ class PassOutcome:
     snapshot: HarvesterSnapshot
     previous_drive: str | None
     chosen_drive: str | None
-    script_written: bool = False
     change_deferred: bool = False
     alerts: list[str] = field(default_factory=list)
 
@@ -73,10 +73,10 @@ def _boot_id() -> str:
         return "unknown"
 
 
-def _cached_uuid_lookup(db: StateDB):  # type: ignore[no-untyped-def]
+def _cached_uuid_lookup(db: StateDB) -> UuidLookup:
     """blkid probes read superblocks (and may wake a disk): ask once per device per boot."""
 
-    def lookup(devices):  # type: ignore[no-untyped-def]
+    def lookup(devices: Sequence[str]) -> dict[str, str]:
         boot = _boot_id()
         cache = db.get(UUID_CACHE_KEY) or {}
         known = cache.get("uuids", {}) if cache.get("boot_id") == boot else {}
@@ -192,7 +192,6 @@ def _update_receive_drive(
         outcome.change_deferred = True
         log.info("a transfer is being received; receive drive change to %s deferred", wanted[0])
         return
-    outcome.script_written = True
     record = (
         {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir, "replace": replace}
         if chosen else {}

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from utilities.config import Settings
 from utilities.drives import discover_drives, find_drive
@@ -35,7 +36,7 @@ from utilities.reports import (
     temperature_report_text,
     temperature_rows,
 )
-from utilities.smart import read_smart
+from utilities.smart import SmartInfo, read_smart
 from utilities.state import DailyStats, StateDB
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def cron_pass(settings: Settings, config_path: Path, db: StateDB, wait: bool = F
         print(f"receive drive change to {outcome.chosen_drive} deferred: a transfer is being received")
 
 
-def _report_data(settings: Settings, db: StateDB) -> dict:
+def _report_data(settings: Settings, db: StateDB) -> tuple[dict[str, Any], SmartInfo | None]:
     snap = scan_harvester(settings, db).snapshot
     receive = snap.drive(snap.receive_drive)
     smart = (

@@ -43,7 +43,6 @@ class PlannedTransfer:
 
 @dataclass
 class PlotterOutcome:
-    plots_found: int = 0
     skipped: list[str] = field(default_factory=list)
     unreachable: dict[str, str] = field(default_factory=dict)
     planned: list[PlannedTransfer] = field(default_factory=list)
@@ -263,7 +262,6 @@ def select_plots(settings: Settings, only_path: Path | None, outcome: PlotterOut
     for line in skipped:
         log.info("not sending %s", line)
     outcome.skipped = skipped
-    outcome.plots_found = len(plots)
     return plots
 
 

@@ -213,13 +213,6 @@ class StateDB:
                 )
             return active and not was_active
 
-    def active_alerts(self, prefix: str = "") -> dict[str, str]:
-        rows = self._conn.execute(
-            "SELECT key, detail FROM alerts WHERE active = 1 AND key LIKE ? ORDER BY key",
-            (prefix + "%",),
-        )
-        return dict(rows)
-
     # -- plot header cache ---------------------------------------------------------------------
     def load_headers(self) -> dict[str, CachedHeader]:
         rows = self._conn.execute(
@@ -273,9 +266,6 @@ class StateDB:
     def record_replaced(self, path: str, reason: str) -> None:
         with self.transaction() as cur:
             cur.execute("INSERT INTO replaced_plots(path, deleted_at, reason) VALUES (?, ?, ?)", (path, time.time(), reason))
-
-    def replaced_plots(self) -> list[tuple[str, float, str]]:
-        return list(self._conn.execute("SELECT path, deleted_at, reason FROM replaced_plots ORDER BY deleted_at"))
 
     # -- daily statistics ----------------------------------------------------------------------
     def record_daily(self, stats: DailyStats) -> None:
