@@ -323,12 +323,7 @@ class Receiver:
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot open {self.options.name}: {exc.strerror}") from None
         try:
-            digest = xxhash.xxh3_128()
-            have_size = 0
-            while block := os.read(fd, proto.DEFAULT_CHUNK):
-                digest.update(block)
-                have_size += len(block)
-            have = digest.hexdigest()
+            have_size, have = proto.hash_fd(fd)
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot read {self.options.name}: {exc.strerror}") from None
         finally:

@@ -454,17 +454,24 @@ def _pump(
     return digest.hexdigest()
 
 
-def hash_file(path: str | Path, chunk: int = DEFAULT_CHUNK) -> tuple[int, str]:
-    """Size and xxh3-128 of a file, read in chunks (for a plot the harvester already has)."""
+def hash_fd(fd: int, chunk: int = DEFAULT_CHUNK) -> tuple[int, str]:
+    """Size and xxh3-128 of what an open file holds (both ends use it for a plot already there)."""
     digest = xxhash.xxh3_128()
     size = 0
     buffer = bytearray(chunk)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
-        while got := handle.readinto(buffer):
-            digest.update(view[:got])
-            size += got
+    while got := os.readv(fd, [buffer]):
+        digest.update(view[:got])
+        size += got
     return size, digest.hexdigest()
+
+
+def hash_file(path: str | Path, chunk: int = DEFAULT_CHUNK) -> tuple[int, str]:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return hash_fd(fd, chunk)
+    finally:
+        os.close(fd)
 
 
 def _stream_socket(
