@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import select
 import shutil
@@ -29,6 +28,7 @@ import psutil
 import pytest
 import xxhash
 
+from tests.support.hashing import sha256, xxh3
 from tests.support.plotmaker import cached_plot, copy_plot, plot_name
 from tests.support.smtp_server import free_port
 from tests.support.tmpfs_drives import TmpfsDrives, requires_root_and_tmpfs
@@ -78,23 +78,6 @@ TIMEOUTS = {"ready_timeout": 30.0, "verify_timeout": 60.0, "idle_timeout": 30.0}
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def sha256(path: Path) -> str:
-    """Independent of the code under test (which uses xxh3)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def xxh3(path: Path) -> str:
-    digest = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def random_plot_file(directory: Path, size: int = BIG) -> Path:
