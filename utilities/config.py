@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from utilities.errors import ConfigError
+from utilities.farmer_settings import FarmerSettings
+from utilities.local_move_settings import LocalMoveSettings
 from utilities.notify import NotificationSettings
+from utilities.plot_job_settings import PlotJobSettings
 from utilities.plots import parse_plot_size_setting
+from utilities.settings_base import Section
 
 CONFIG_ENV = "PLOT_MANAGER_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/plot_manager/plot_manager.yaml")
@@ -30,10 +34,7 @@ CONFIG_VERSION = 1
 INSTALL_DIR = Path(__file__).resolve().parent.parent
 
 
-class _Section(BaseModel):
-    """Every section rejects unknown keys: a typo must be an error, not a silently ignored line."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Section = Section
 
 
 class LogSettings(_Section):
@@ -113,6 +114,8 @@ class HarvesterSettings(_Section):
     # node_exporter textfile collector directory for Prometheus metrics (off when unset).
     metrics_dir: Path | None = None
     drive_prep: DrivePrepSettings = DrivePrepSettings()
+    # move_local_plots.py: plots made on this harvester, moved onto its own plot drives.
+    local_moves: LocalMoveSettings = LocalMoveSettings()
 
 
 class SshSettings(_Section):
@@ -189,6 +192,8 @@ class PlotterSettings(_Section):
     transfer: TransferSettings = TransferSettings()
     # node_exporter textfile collector directory for Prometheus metrics (off when unset).
     metrics_dir: Path | None = None
+    # Plot jobs this plotter starts, watches and stops (plot_manager.py --jobs ...).
+    jobs: PlotJobSettings = PlotJobSettings()
 
 
 class Settings(_Section):
@@ -205,6 +210,7 @@ class Settings(_Section):
     harvester: HarvesterSettings = HarvesterSettings()
     plotter: PlotterSettings = PlotterSettings()
     farm: FarmSettings = FarmSettings()
+    farmer: FarmerSettings = FarmerSettings()
 
     @field_validator("plot_size")
     @classmethod

@@ -55,7 +55,17 @@ EVENTS: dict[str, str] = {
     "coin_received": "The farm wallet received coins.",
     "block_farmed": "The farm won a block.",
     "chia_health": "The Chia services report a problem (sync, farmer, harvester).",
+    "pool_error": "The pool rejected partials or could not be reached.",
+    "slow_lookup": "The harvester took longer than the threshold to look up proofs.",
+    "plot_count_dropped": "The number of plots chia farms went down.",
+    "harvester_silent": "The harvester wrote no eligibility line for too long.",
     "job_event": "A plotting or maintenance job started, finished or failed.",
+    "local_move_failed": "A local plot move failed repeatedly and is no longer retried.",
+    "disk_usage": "A plot temp or output directory is fuller than its critical mark.",
+    "plot_job_started": "A plot job was started.",
+    "plot_job_failed": "A plot job failed or was aborted.",
+    "no_plot_destination": "No output directory has room for another plot: no job started.",
+    "plot_job_summary": "Periodic summary of plot jobs: done, average time, plots per day.",
 }
 
 #: Delivery methods, in the order ``Notifier.send`` tries (and reports) them.

@@ -159,6 +159,22 @@ class StateDB:
         else:
             cur.execute("COMMIT")
 
+    # -- feature tables ------------------------------------------------------------------------
+    def ensure_tables(self, schema: str) -> None:
+        """Create a feature's own tables (``CREATE ... IF NOT EXISTS``; idempotent).
+
+        Each role module owns its schema next to its code (coin_monitor, local moves, plot jobs)
+        instead of growing this file; they all share the one database and its locking.
+        """
+        with self.transaction() as cur:
+            for statement in schema.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read rows outside a write transaction (WAL: never blocks the writer)."""
+        return self._conn.execute(sql, tuple(args)).fetchall()
+
     # -- key/value -----------------------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
         row = self._conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
