@@ -198,6 +198,46 @@ def choose_receive_target(
     return fill, False
 
 
+def choose_local_receive_target(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    network_drives: Iterable[str | None],
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+    replace: bool = False,
+    fill_empty_first: bool = True,
+    low_water_mark: int = 0,
+) -> tuple[DriveState | None, bool]:
+    """The drive reserved for plots made on this harvester (move_local_plots.py), and whether
+    they may replace old OG plots on it.
+
+    The same rules as ``choose_receive_target``, but over the drives that are not receiving
+    from the network (``network_drives``: the current and any pending receive drive), so a
+    local copy and a network transfer never write to one disk at once. Only when no other
+    drive has room does the local drive fall back to the network's. The farm's free slots
+    (for the replace low-water mark) count every online drive, the network's included.
+    """
+    offline_names = set(offline)
+    busy = {name for name in network_drives if name}
+    others = [d for d in drives if d.name not in busy]
+    fill = choose_receive_drive(others, offline_names, plot_size, reserve_slots, policy)
+    if replace:
+        free_slots = sum(
+            d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names
+        )
+        if fill is None or not fill_empty_first or free_slots <= low_water_mark:
+            target = choose_replace_drive(others, offline_names)
+            if target is not None:
+                return target, True
+    if fill is not None:
+        return fill, False
+    return choose_receive_target(
+        drives, offline_names, plot_size, reserve_slots, policy,
+        replace=replace, fill_empty_first=fill_empty_first, low_water_mark=low_water_mark,
+    )
+
+
 def find_drive(drives: Sequence[DriveLocation], wanted: str) -> DriveLocation:
     """Resolve the user's drive argument (short name or mountpoint) or raise DriveError."""
     cleaned = wanted.rstrip("/") or wanted

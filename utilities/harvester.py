@@ -21,6 +21,7 @@ from utilities.drives import (
     DriveLocation,
     DriveState,
     UuidLookup,
+    choose_local_receive_target,
     choose_receive_target,
     discover_drives,
     probe_uuids,
@@ -41,6 +42,9 @@ TEMPERATURE_CHECK_KEY = "last_temperature_check"
 UUID_CACHE_KEY = "uuid_cache"
 TEMPERATURES_KEY = "last_temperatures"
 DIR_MTIMES_KEY = "plot_dir_mtimes"
+# The drive reserved for move_local_plots.py: {name, mountpoint, device, receive_dir, replace,
+# decided_at}; {"decided_at": ...} alone when no drive has room.
+LOCAL_RECEIVE_KEY = "local_receive_drive"
 
 
 @dataclass
@@ -60,6 +64,7 @@ class PassOutcome:
     chosen_drive: str | None
     change_deferred: bool = False
     alerts: list[str] = field(default_factory=list)
+    local_drive: str | None = None  # reserved for move_local_plots.py (local_moves.enabled)
 
 
 def receive_lock_path(settings: Settings) -> Path:
@@ -210,6 +215,39 @@ def _update_receive_drive(
         notifier.send(new_drive_notification(scan.snapshot, outcome.previous_drive, chosen, smart))
 
 
+def _update_local_drive(settings: Settings, db: StateDB, scan: Scan, outcome: PassOutcome) -> None:
+    """Reserve the drive move_local_plots.py copies to (only with harvester.local_moves.enabled).
+
+    Chosen after the network receive drive, never the same one while another drive has room
+    (the current and a deferred new receive drive both count as the network's). Written every
+    pass with its time, so move_local_plots.py can tell a fresh choice from a stale one.
+    """
+    h = settings.harvester
+    if not h.local_moves.enabled:
+        return
+    snap = scan.snapshot
+    offline = {d.name for d in snap.drives if d.offline}
+    chosen, replace = choose_local_receive_target(
+        scan.states, offline, settings.plot_size_bytes, (snap.receive_drive, outcome.chosen_drive),
+        h.reserve_slots, h.receive_drive_policy, replace=h.replace_non_pool_plots,
+        fill_empty_first=h.fill_empty_drives_first, low_water_mark=h.empty_drives_low_water_mark,
+    )
+    record: dict[str, object] = {"decided_at": snap.generated_at}
+    if chosen is not None:
+        loc = chosen.location
+        record.update(name=loc.name, mountpoint=loc.mountpoint, device=loc.device, receive_dir=loc.receive_dir,
+                      replace=replace)
+    previous = db.get(LOCAL_RECEIVE_KEY) or {}
+    db.set(LOCAL_RECEIVE_KEY, record)
+    outcome.local_drive = chosen.name if chosen else None
+    if (previous.get("name"), bool(previous.get("replace"))) != (outcome.local_drive, replace):
+        log.info("local plot drive: %s -> %s%s", previous.get("name"), chosen.location.mountpoint if chosen else "none",
+                 " (may replace old OG plots)" if replace else "")
+    scan.snapshot = dataclasses.replace(
+        snap, extra={**snap.extra, "local_receive_drive": outcome.local_drive, "local_replaces_old_plots": replace},
+    )
+
+
 def decide_alerts(snap: HarvesterSnapshot, settings: Settings) -> dict[str, tuple[bool, str]]:
     """Pure: which latching alert conditions hold now (key -> (active, detail))."""
     low_water = settings.harvester.alerts.free_slots_low_water
@@ -304,6 +342,7 @@ def run_harvester_pass(
     scan = scan_harvester(settings, db, now)
     outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
     _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
+    _update_local_drive(settings, db, scan, outcome)
     outcome.snapshot = scan.snapshot
     write_export(scan.snapshot, settings.export_path)
     temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)

@@ -1,0 +1,575 @@
+"""Move one finished plot onto a plot drive of this machine, as safely as a network transfer.
+
+The guarantees are the receiver's (receive_plot.py), because a lost plot is hours of compute:
+
+* chia never sees half a plot: bytes go to the hidden ``DIR/.NAME.part``, which holds an
+  ``flock`` while it is written (so receivers and later runs know it is alive), and which is
+  removed on every failure; only SIGKILL or a power cut can leave it, and the next run (or
+  any receiver on that directory) removes part files that no living process holds.
+* the copy is proven identical before the source goes: the bytes are hashed (xxh3-128) as they
+  are read from the source; after ``fsync`` the copy is dropped from the page cache and read
+  back from the disk, and its hash must match. (Hashing the buffer we just wrote would prove
+  nothing: it is the same memory the source hash saw.)
+* rename into place without ever replacing a file (``link`` + ``unlink``), fsync the directory,
+  and only then delete the source, and only if its size, mtime and inode are unchanged.
+* room is checked and reserved (``fallocate``) under the directory's ``flock`` (the same lock
+  receivers take), so a receiver and a local move sharing a drive never both take the last
+  slot, and replace mode deletes at most one old OG plot per incoming pool plot.
+* the bytes move on a worker thread, and the caller watches the copy's own progress: a read or
+  write that never returns (a dying disk, a hung USB bridge) is a stall after
+  ``stall_seconds`` without a byte, which aborts the move instead of hanging every later
+  cron run. A stalled worker keeps its file descriptors until its system call returns, so a
+  reused descriptor number can never receive its late write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from utilities.errors import PlotManagerError
+from utilities.plots import KIND_POOL, validate_plot_name
+from utilities.replace import make_room_for
+from utilities.transfer import DEFAULT_CHUNK, SourceIdentity, hash_file
+
+log = logging.getLogger(__name__)
+
+PART_PREFIX = "."
+PART_SUFFIX = ".part"
+# Room asked for on top of the plot (file system metadata), as the receiver does.
+SPACE_MARGIN = 1024 * 1024
+# Flush and drop the written pages this often: the final fsync stays short (no stall alarm
+# while it runs) and a 100 GiB copy does not push the plotter's working set out of memory.
+SYNC_EVERY = 256 * 1024 * 1024
+
+# Moves end in one of these; only FAILED counts against the plot (and may hold it back):
+# no room and a missing drive are the drive's state, not the plot's fault.
+MOVED = "moved"
+FAILED = "failed"
+NO_ROOM = "no room"
+DRIVE_GONE = "drive gone"
+
+Reader = Callable[[int, memoryview, int], int]
+"""Reads into the buffer from the fd at the offset, returns the count (``pread``)."""
+Progress = Callable[[str, int, int], None]
+"""Called with (phase, bytes done, bytes in the phase); phase is "copy" or "verify"."""
+
+
+def pread_into(fd: int, buffer: memoryview, offset: int) -> int:
+    return os.preadv(fd, [buffer], offset)
+
+
+def part_name(name: str) -> str:
+    return f"{PART_PREFIX}{name}{PART_SUFFIX}"
+
+
+def is_part_name(entry: str) -> bool:
+    if not (entry.startswith(PART_PREFIX) and entry.endswith(PART_SUFFIX)):
+        return False
+    try:
+        validate_plot_name(entry[len(PART_PREFIX) : -len(PART_SUFFIX)])
+    except PlotManagerError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """What happened to one plot. ``status`` is MOVED, FAILED, NO_ROOM or DRIVE_GONE."""
+
+    status: str
+    name: str
+    destination: Path | None = None
+    size: int = 0
+    seconds: float = 0.0
+    hexdigest: str = ""
+    reason: str = ""
+    stalled: bool = False
+    source_deleted: bool = False
+    replaced: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == MOVED
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.size / self.seconds / 1e6 if self.ok and self.seconds > 0 else 0.0
+
+
+class _Stop(Exception):
+    """Ends a move early with a result (raised inside move_plot only)."""
+
+    def __init__(self, status: str, reason: str, stalled: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.stalled = stalled
+
+
+# -- stale part files --------------------------------------------------------------------------
+
+
+def remove_stale_part(dir_fd: int, entry: str) -> bool:
+    """Remove part file ``entry`` unless a living writer holds its flock; True when it is gone.
+
+    The same rule receive_plot.py applies, so either side cleans up after the other.
+    """
+    try:
+        fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        log.warning("cannot open %s to check it: %s", entry, exc.strerror)
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a living receiver or mover is writing it
+        try:
+            current = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if current.st_ino != os.fstat(fd).st_ino:
+            return False
+        os.unlink(entry, dir_fd=dir_fd)
+        log.info("removed stale %s left by a copy that died", entry)
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_part_path(path: Path) -> bool:
+    """``remove_stale_part`` by full path (parts recorded by an earlier run); True when gone."""
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # the directory (or the drive) is gone, and the part with it
+    except OSError:
+        return False
+    try:
+        return remove_stale_part(dir_fd, path.name)
+    finally:
+        os.close(dir_fd)
+
+
+def clean_stale_parts(dir_fd: int) -> None:
+    try:
+        entries = [e.name for e in os.scandir(dir_fd) if is_part_name(e.name)]
+    except OSError as exc:
+        raise _Stop(DRIVE_GONE, f"cannot list the destination: {exc.strerror}") from None
+    for entry in entries:
+        remove_stale_part(dir_fd, entry)
+
+
+# -- space ---------------------------------------------------------------------------------------
+
+
+def _fallocate(fd: int, size: int) -> None:
+    """Reserve with fallocate(2) itself: glibc's posix_fallocate falls back to writing a byte
+    per block on file systems without it (ntfs-3g), which for a big plot takes hours."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if function is None:
+        os.posix_fallocate(fd, 0, size)
+        return
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    if function(fd, 0, 0, size) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def free_bytes(fd: int) -> int:
+    info = os.fstatvfs(fd)
+    return info.f_bavail * info.f_frsize
+
+
+def has_room(free: int, size: int) -> bool:
+    """Pure: the drive takes the plot plus the metadata margin."""
+    return free >= size + SPACE_MARGIN
+
+
+# -- the byte loop ------------------------------------------------------------------------------
+
+
+class _Copier:
+    """Copies and hashes on a worker thread; ``progress`` is the only thing the watcher reads.
+
+    Ownership of the two descriptors: the caller's while the worker runs normally; if the
+    caller abandons a stalled copy, whichever of the two finishes last closes them (so a late
+    write can never land in a descriptor number reused for another file).
+    """
+
+    def __init__(
+        self, src_fd: int, part_fd: int, size: int, *, chunk: int, read: Reader, verify: bool,
+        bytes_per_second: float,
+    ) -> None:
+        self.src_fd = src_fd
+        self.part_fd = part_fd
+        self.size = size
+        self.read = read
+        self.verify = verify
+        self.bytes_per_second = bytes_per_second
+        if bytes_per_second > 0:  # several progress ticks per second even when throttled
+            chunk = max(64 * 1024, min(chunk, int(bytes_per_second / 4)))
+        self.chunk = max(4096, min(chunk, max(size, 1)))
+        self.progress = 0  # bytes copied, then bytes read back
+        self.phase = "copy"
+        self.hexdigest = ""
+        self.verified_hexdigest = ""
+        self.error: BaseException | None = None
+        self.finished = threading.Event()
+        self._abort = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="local-move-copy", daemon=True)
+
+    def start(self) -> _Copier:
+        self._thread.start()
+        return self
+
+    def abandon(self) -> None:
+        """Stop caring: the worker stops at its next chance and closes the descriptors."""
+        self._abort.set()
+        with self._lock:
+            self._abandoned = True
+            if self._done:
+                self._close()
+
+    def _close(self) -> None:
+        for fd in (self.src_fd, self.part_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _run(self) -> None:
+        try:
+            self.hexdigest = self._copy()
+            if self.verify and not self._abort.is_set():
+                self.phase = "verify"
+                self.progress = 0
+                self.verified_hexdigest = self._read_back()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self.error = exc
+        finally:
+            with self._lock:
+                self._done = True
+                if self._abandoned:
+                    self._close()
+            self.finished.set()
+
+    def _copy(self) -> str:
+        buffer = bytearray(self.chunk)
+        view = memoryview(buffer)
+        digest = xxhash.xxh3_128()
+        offset = synced = 0
+        started = time.monotonic()
+        while offset < self.size:
+            want = min(self.chunk, self.size - offset)
+            got = self.read(self.src_fd, view[:want], offset)
+            if self._abort.is_set():
+                raise InterruptedError("copy abandoned")
+            if got == 0:
+                raise _Stop(FAILED, f"the source ended at byte {offset} of {self.size}: it shrank while being copied")
+            digest.update(view[:got])
+            data = view[:got]
+            while data:
+                data = data[os.pwrite(self.part_fd, data, offset + got - len(data)) :]
+            offset += got
+            if offset - synced >= SYNC_EVERY:
+                os.fdatasync(self.part_fd)
+                os.posix_fadvise(self.part_fd, synced, offset - synced, os.POSIX_FADV_DONTNEED)
+                os.posix_fadvise(self.src_fd, synced, offset - synced, os.POSIX_FADV_DONTNEED)
+                synced = offset
+            self.progress = offset
+            if self.bytes_per_second > 0:
+                ahead = offset / self.bytes_per_second - (time.monotonic() - started)
+                if ahead > 0 and self._abort.wait(ahead):  # throttle; an abort ends the wait
+                    raise InterruptedError("copy abandoned")
+        os.fsync(self.part_fd)
+        return digest.hexdigest()
+
+    def _read_back(self) -> str:
+        """Hash the copy as the disk holds it: its cached pages are dropped first (they were
+        fsynced, so DONTNEED discards them), so these reads come from the drive."""
+        os.posix_fadvise(self.part_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        buffer = bytearray(self.chunk)
+        view = memoryview(buffer)
+        digest = xxhash.xxh3_128()
+        offset = 0
+        while offset < self.size:
+            got = os.preadv(self.part_fd, [view[: min(self.chunk, self.size - offset)]], offset)
+            if self._abort.is_set():
+                raise InterruptedError("verify abandoned")
+            if got == 0:
+                raise _Stop(FAILED, f"the copy reads back only {offset} of {self.size} bytes")
+            digest.update(view[:got])
+            offset += got
+            self.progress = offset
+        os.posix_fadvise(self.part_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return digest.hexdigest()
+
+
+def watch(copier: _Copier, stall_seconds: float, progress_cb: Progress | None) -> bool:
+    """Wait for the copy; False when it moved no byte for ``stall_seconds`` (a stall)."""
+    poll = min(1.0, stall_seconds / 4)
+    seen = (copier.phase, -1)
+    last_change = time.monotonic()
+    while not copier.finished.wait(poll):
+        now = time.monotonic()
+        current = (copier.phase, copier.progress)
+        if current != seen:
+            seen, last_change = current, now
+            if progress_cb is not None:
+                progress_cb(current[0], current[1], copier.size)
+        elif now - last_change >= stall_seconds:
+            return False
+    if progress_cb is not None and copier.error is None:
+        progress_cb(copier.phase, copier.progress, copier.size)
+    return True
+
+
+# -- one move -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MoveOptions:
+    stall_seconds: float
+    verify: bool = True
+    bytes_per_second: float = 0.0
+    may_replace_og: bool = False  # replace mode on the destination (pool plots only)
+    chunk: int = DEFAULT_CHUNK
+
+
+class _PartFile:
+    """The destination's part file: created exclusively, flocked, removed unless committed."""
+
+    def __init__(self, dir_fd: int, name: str) -> None:
+        self.dir_fd = dir_fd
+        self.name = part_name(name)
+        self.fd: int | None = None
+        self.inode: int | None = None
+
+    def create(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.name, flags, 0o644, dir_fd=self.dir_fd)
+        except FileExistsError:
+            raise _Stop(FAILED, f"{self.name} is being written by another process") from None
+        except OSError as exc:
+            raise _Stop(DRIVE_GONE, f"cannot create {self.name}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            current = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            raise _Stop(FAILED, f"lost a race for {self.name}; trying again next run") from None
+        self.fd, self.inode = fd, current.st_ino
+        return fd
+
+    def remove(self) -> None:
+        """Remove our part file (only if the name is still ours)."""
+        if self.inode is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False).st_ino == self.inode:
+                os.unlink(self.name, dir_fd=self.dir_fd)
+        self.inode = None
+
+
+def _reserve(dir_fd: int, dest_dir: Path, part: _PartFile, size: int, replace_og: bool) -> Path | None:
+    """Clean stale parts, make room (replace mode), check space, create and preallocate the
+    part: one step under the directory's flock, as receivers do. Returns a deleted OG plot."""
+    fcntl.flock(dir_fd, fcntl.LOCK_EX)
+    try:
+        clean_stale_parts(dir_fd)
+        replaced = None
+        if replace_og and not has_room(free_bytes(dir_fd), size):
+            try:
+                replaced = make_room_for(dest_dir, size + SPACE_MARGIN)
+            except (PlotManagerError, OSError) as exc:
+                raise _Stop(NO_ROOM, f"replace mode: {exc}") from None
+        free = free_bytes(dir_fd)
+        if not has_room(free, size):
+            raise _Stop(NO_ROOM, f"{dest_dir} has {free} bytes free, the plot needs {size + SPACE_MARGIN}")
+        fd = part.create()
+        try:
+            _fallocate(fd, size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise _Stop(NO_ROOM, f"cannot reserve {size} bytes in {dest_dir}: {exc.strerror}") from None
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise _Stop(FAILED, f"cannot reserve space in {dest_dir}: {exc.strerror}") from None
+        return replaced
+    finally:
+        fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
+
+def _commit(dir_fd: int, part: _PartFile, name: str, dest_dir: Path) -> None:
+    """Give the verified part its final name, never over an existing file; fsync the dir."""
+    assert part.fd is not None
+    try:
+        current = os.stat(part.name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        raise _Stop(FAILED, f"{part.name} vanished before it could be renamed: {exc.strerror}") from None
+    if current.st_ino != part.inode:
+        raise _Stop(FAILED, f"{part.name} was replaced while copying")
+    try:
+        os.link(part.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        raise _Stop(FAILED, f"{name} appeared in {dest_dir} while copying") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
+            raise _Stop(FAILED, f"cannot link {name}: {exc.strerror}") from None
+        # No hard links (exFAT, FAT): check, then rename (a tiny race, as the receiver has).
+        if os.path.lexists(os.path.join(dest_dir, name)):
+            raise _Stop(FAILED, f"{name} appeared in {dest_dir} while copying") from None
+        os.rename(part.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    else:
+        os.unlink(part.name, dir_fd=dir_fd)
+    part.inode = None  # committed: nothing to remove any more
+    os.fsync(dir_fd)
+
+
+def delete_source(source: Path, identity: SourceIdentity) -> str:
+    """Delete the source if it is still the file we copied; '' or the reason it was kept."""
+    try:
+        now = SourceIdentity.of(source)
+    except OSError as exc:
+        return f"cannot check the source again: {exc.strerror or exc}"
+    if now != identity:
+        return f"the source changed after it was copied ({identity} -> {now})"
+    os.unlink(source)
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(source.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return ""
+
+
+def _already_there(dir_fd: int, dest_dir: Path, source: Path, identity: SourceIdentity) -> tuple[bool, str]:
+    """The final name exists: (True, digest) when it holds exactly the source's bytes (a run
+    stopped after its rename, before deleting the source); raises _Stop for anything else."""
+    name = source.name
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False, ""
+    except OSError as exc:
+        raise _Stop(DRIVE_GONE, f"cannot check {dest_dir / name}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size != identity.size:
+        raise _Stop(FAILED, f"{dest_dir / name} already exists and is a different file")
+    try:
+        theirs = hash_file(dest_dir / name)
+        ours = hash_file(source)
+    except OSError as exc:
+        raise _Stop(FAILED, f"cannot compare with {dest_dir / name}: {exc.strerror}") from None
+    if theirs != ours:
+        raise _Stop(FAILED, f"{dest_dir / name} already exists with different content")
+    return True, ours[1]
+
+
+def move_plot(
+    source: Path,
+    dest_dir: Path,
+    options: MoveOptions,
+    *,
+    kind: str | None = None,
+    progress_cb: Progress | None = None,
+    on_part: Callable[[Path | None], None] | None = None,
+    read: Reader = pread_into,
+) -> MoveResult:
+    """Move ``source`` into ``dest_dir`` (see the module notes). Never raises for a move
+    problem: the result says what happened. ``kind`` is the plot's header kind (replace mode
+    only makes room for pool plots); ``on_part`` is told the part path when it exists and None
+    when it is gone, so a caller can record it for cleanup after a SIGKILL; ``read`` replaces
+    ``pread`` (tests use a reader they can hold still)."""
+    name = source.name
+    started = time.monotonic()
+
+    def result(status: str, reason: str = "", **extra: object) -> MoveResult:
+        return MoveResult(status, name, seconds=time.monotonic() - started, reason=reason, **extra)  # type: ignore[arg-type]
+
+    try:
+        identity = SourceIdentity.of(source)
+    except OSError as exc:
+        return result(FAILED, f"cannot read {source}: {exc.strerror or exc}")
+    try:
+        dir_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return result(DRIVE_GONE, f"cannot open {dest_dir}: {exc.strerror}")
+    part = _PartFile(dir_fd, name)
+    copier: _Copier | None = None
+    replaced: Path | None = None
+    registered = False
+    try:
+        present, digest = _already_there(dir_fd, dest_dir, source, identity)
+        if present:
+            kept = delete_source(source, identity)
+            return result(MOVED, kept or "already on the drive, identical (an earlier run stopped before deleting the source)",
+                          destination=dest_dir / name, size=identity.size, hexdigest=digest, source_deleted=not kept)
+        replaced = _reserve(dir_fd, dest_dir, part, identity.size, options.may_replace_og and kind == KIND_POOL)
+        if on_part is not None:
+            on_part(dest_dir / part.name)
+            registered = True
+        try:
+            src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _Stop(FAILED, f"cannot open {source}: {exc.strerror}") from None
+        assert part.fd is not None
+        copier = _Copier(src_fd, part.fd, identity.size, chunk=options.chunk, read=read, verify=options.verify,
+                         bytes_per_second=options.bytes_per_second).start()
+        if not watch(copier, options.stall_seconds, progress_cb):
+            raise _Stop(FAILED, f"stalled: no byte {'copied' if copier.phase == 'copy' else 'read back'} for "
+                                f"{options.stall_seconds:g} s (at byte {copier.progress} of {identity.size})",
+                        stalled=True)
+        if copier.error is not None:
+            error = copier.error
+            if isinstance(error, _Stop):
+                raise error
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _Stop(NO_ROOM, f"{dest_dir} ran out of space while copying")
+            raise _Stop(FAILED, f"copy failed: {getattr(error, 'strerror', None) or error}")
+        if SourceIdentity.of(source) != identity:
+            raise _Stop(FAILED, f"{source} changed while it was being copied")
+        if options.verify and copier.verified_hexdigest != copier.hexdigest:
+            raise _Stop(FAILED, f"the copy on the drive differs from the source (read back {copier.verified_hexdigest}, "
+                                f"source {copier.hexdigest})")
+        _commit(dir_fd, part, name, dest_dir)
+        kept = delete_source(source, identity)
+        if kept:
+            log.warning("moved %s to %s but kept the source: %s", name, dest_dir, kept)
+        return result(MOVED, kept, destination=dest_dir / name, size=identity.size, hexdigest=copier.hexdigest,
+                      source_deleted=not kept, replaced=replaced)
+    except _Stop as stop:
+        return result(stop.status, stop.reason, stalled=stop.stalled, replaced=replaced)
+    except OSError as exc:
+        return result(FAILED, f"{exc.strerror or exc}", replaced=replaced)
+    finally:
+        if copier is not None:
+            copier.abandon()  # closes the descriptors now, or when a stuck read or write returns
+        elif part.fd is not None:
+            os.close(part.fd)
+        part.remove()
+        if registered and on_part is not None:
+            on_part(None)
+        os.close(dir_fd)
