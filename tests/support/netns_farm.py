@@ -606,12 +606,31 @@ class NetnsFarm(_Cleanable):
         # ip netns exec exec()s sshd in place, so this pid is sshd's own.  Its own session
         # keeps a Ctrl-C at the terminal from reaching it before our cleanup does.
         slot.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", h.namespace, SSHD, "-D", "-e", "-f", str(slot.sshd_config)],
+            ["ip", "netns", "exec", h.namespace, *self._fresh_shell_rc_argv(), SSHD, "-D", "-e", "-f", str(slot.sshd_config)],
             stdin=subprocess.DEVNULL,
             stdout=slot.log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _fresh_shell_rc_argv(self) -> list[str]:
+        """Give the harvesters a fresh Debian root's ``~/.bashrc`` instead of this machine's.
+
+        Every SSH command runs through the login user's ``bash -c``, and Debian's bash sources
+        ``~/.bashrc`` for SSH commands. The development machine's root ``.bashrc`` runs
+        ``pyenv init`` (about 100 processes, 0.15 CPU-s per SSH command), which a real harvester
+        does not have and which made every test and benchmark pay for it. ``ip netns exec`` runs
+        sshd in its own mount namespace (mounts there never reach the host), so the bind mount
+        below is seen by that sshd and its sessions only and disappears with it.
+        """
+        rc = Path(os.path.expanduser("~root")) / ".bashrc"
+        if not rc.is_file():
+            return []
+        fresh = self.state_dir / "harvester_root_bashrc"
+        if not fresh.exists():
+            _write_private(fresh, "# fresh Debian root: nothing to run for SSH commands\n", 0o644)
+        script = 'mount --bind "$1" "$2" || echo "netns farm: cannot hide $2" >&2; shift 2; exec "$@"'
+        return ["sh", "-c", script, "sh", str(fresh), str(rc)]
 
     def _wait_sshd(self, slot: _Harvester, deadline: float) -> None:
         """Poll a TCP connect until sshd accepts; fail early if it exited."""
