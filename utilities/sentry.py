@@ -19,7 +19,8 @@ def init_sentry(settings: SentrySettings, role: str) -> bool:
         dsn=settings.dsn,
         release=f"plot_manager@{__version__}",
         environment=settings.environment,
-        send_default_pii=False,
+        # send_default_pii is left unset: unset means no PII, and sentry-sdk 2.x warns that
+        # setting it at all is deprecated (data_collection replaces it).
         include_local_variables=False,
         server_name="",
         max_breadcrumbs=20,

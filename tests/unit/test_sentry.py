@@ -13,8 +13,11 @@ def test_no_dsn_means_no_sentry() -> None:
 def test_dsn_configures_without_personal_data() -> None:
     try:
         assert init_sentry(SentrySettings(dsn="http://public@127.0.0.1:9/1"), "drive_manager") is True
-        options = sentry_sdk.get_client().options
-        assert options["send_default_pii"] is False
+        client = sentry_sdk.get_client()
+        options = client.options
+        assert client.should_send_default_pii() is False
+        assert options["data_collection"]["user_info"] is False
+        assert options["event_scrubber"] is not None
         assert options["include_local_variables"] is False
         assert not options["server_name"]
     finally:
