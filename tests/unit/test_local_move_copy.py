@@ -1,0 +1,145 @@
+"""One local move on real files: intact copy, stall, existing destinations, changed sources."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hashing import xxh3
+from tests.support.plotmaker import copy_plot
+from utilities.local_move import FAILED, MOVED, MoveOptions, is_part_name, move_plot, part_name, pread_into
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path]:
+    source, dest = tmp_path / "out", tmp_path / "drive"
+    source.mkdir()
+    dest.mkdir()
+    return source, dest
+
+
+class GatedReader:
+    """Reads normally until ``hold_after`` bytes, then blocks in read() until the gate opens:
+    from the copy's point of view, a disk that stopped answering."""
+
+    def __init__(self, hold_after: int) -> None:
+        self.hold_after = hold_after
+        self.gate = threading.Event()
+        self.holding = threading.Event()
+
+    def __call__(self, fd: int, buffer: memoryview, offset: int) -> int:
+        if offset >= self.hold_after:
+            self.holding.set()
+            self.gate.wait()
+        return pread_into(fd, buffer, offset)
+
+
+@pytest.fixture
+def gated() -> Iterator[GatedReader]:
+    reader = GatedReader(hold_after=64 * 1024)
+    try:
+        yield reader
+    finally:
+        reader.gate.set()  # let the abandoned worker thread finish
+
+
+def _leftovers(dest: Path) -> list[str]:
+    return sorted(p.name for p in dest.iterdir())
+
+
+def test_plot_is_moved_intact(dirs: tuple[Path, Path]) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+    digest, size = xxh3(plot), plot.stat().st_size
+    seen: list[tuple[str, int, int]] = []
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=5), kind="pool", progress_cb=lambda *a: seen.append(a))
+    assert result.status == MOVED and result.source_deleted, result.reason
+    assert result.destination == dest / plot.name and result.size == size
+    assert xxh3(dest / plot.name) == digest == result.hexdigest
+    assert not plot.exists()
+    assert _leftovers(dest) == [plot.name]
+    assert seen[-1] == ("verify", size, size)  # the copy was read back before the source went
+
+
+def test_stalled_copy_is_aborted_and_cleaned(dirs: tuple[Path, Path], gated: GatedReader) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("og", source_dir)
+    digest = xxh3(plot)
+    parts: list[Path | None] = []
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=0.4, chunk=64 * 1024), read=gated, on_part=parts.append)
+    assert gated.holding.is_set()
+    assert result.status == FAILED and result.stalled
+    assert "stalled: no byte copied for 0.4 s (at byte 65536 of" in result.reason
+    assert _leftovers(dest) == []  # the part file is gone although the worker still holds it
+    assert parts == [dest / part_name(plot.name), None]
+    assert xxh3(plot) == digest
+
+
+def test_identical_plot_already_there_only_deletes_the_source(dirs: tuple[Path, Path]) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+    (dest / plot.name).write_bytes(plot.read_bytes())  # a run killed after its rename
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+    assert result.status == MOVED and result.source_deleted and "already on the drive" in result.reason
+    assert not plot.exists()
+
+
+def test_different_file_under_the_same_name_is_never_overwritten(dirs: tuple[Path, Path]) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+    other = bytearray(plot.read_bytes())
+    other[-1] ^= 0xFF
+    (dest / plot.name).write_bytes(bytes(other))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+    assert result.status == FAILED and "different content" in result.reason
+    assert plot.exists() and (dest / plot.name).read_bytes() == bytes(other)
+
+
+def test_source_rewritten_during_the_copy_is_kept(dirs: tuple[Path, Path]) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+
+    def rewriting_reader(fd: int, buffer: memoryview, offset: int) -> int:
+        if offset == 0:
+            with open(plot, "r+b") as handle:  # a plotter still writing to it
+                handle.seek(1000)
+                handle.write(b"changed")
+        return pread_into(fd, buffer, offset)
+
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=5), read=rewriting_reader)
+    assert result.status == FAILED and "changed while it was being copied" in result.reason
+    assert plot.exists() and _leftovers(dest) == []
+
+
+def test_stale_part_of_a_killed_copy_is_removed_and_a_live_one_kept(dirs: tuple[Path, Path]) -> None:
+    import fcntl
+
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+    stale = dest / part_name("plot-k18-2026-01-01-00-00-" + "a" * 64 + ".plot")
+    stale.write_bytes(b"half a plot")
+    live = dest / part_name("plot-k18-2026-01-01-00-00-" + "b" * 64 + ".plot")
+    live.write_bytes(b"being received")
+    with open(live, "r+b") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # as a living receiver holds its part
+        result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+    assert result.ok
+    assert _leftovers(dest) == sorted([plot.name, live.name])
+
+
+def test_part_names() -> None:
+    name = "plot-k32-2021-05-01-00-00-" + "c" * 64 + ".plot"
+    assert is_part_name(part_name(name))
+    assert not is_part_name(name) and not is_part_name(".x.part") and not is_part_name(f".{name}.partial")
+
+
+def test_unwritable_destination_fails_without_touching_the_source(dirs: tuple[Path, Path]) -> None:
+    source_dir, dest = dirs
+    plot = copy_plot("pool", source_dir)
+    result = move_plot(plot, dest / "missing", MoveOptions(stall_seconds=5))
+    assert result.status == "drive gone" and "cannot open" in result.reason
+    assert plot.exists() and os.listdir(dest) == []

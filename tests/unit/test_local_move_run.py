@@ -1,0 +1,49 @@
+"""move_local_plots.py's pure decisions: the recorded reservation, its re-check, held plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from utilities.drives import Mount
+from utilities.local_move_run import LocalDrive, after_failure, parse_reservation, reservation_problem
+
+DRIVE = LocalDrive("drive1", "/mnt/e0/drive1", "/dev/sdb", Path("/mnt/e0/drive1"), False, 1000.0)
+MOUNTS = [Mount("/dev/sda1", "/", "ext4"), Mount("/dev/sdb", "/mnt/e0/drive1", "xfs")]
+
+
+def test_parse_reservation() -> None:
+    record = {"name": "drive1", "mountpoint": "/mnt/e0/drive1", "device": "/dev/sdb",
+              "receive_dir": "/mnt/e0/drive1", "replace": False, "decided_at": 1000.0}
+    assert parse_reservation(record) == DRIVE
+    assert parse_reservation({"decided_at": 5.0}) is None  # no drive had room
+    assert parse_reservation(None) is None
+    assert parse_reservation({"name": "x", "receive_dir": "/x"}) is None  # malformed: no mountpoint
+
+
+def test_reserved_drive_passes_when_mounted_and_online() -> None:
+    assert reservation_problem(DRIVE, [], MOUNTS) is None
+
+
+def test_offline_since_the_reservation() -> None:
+    assert "taken offline" in (reservation_problem(DRIVE, ["drive1"], MOUNTS) or "")
+
+
+def test_unmounted_drive_would_write_to_the_root_filesystem() -> None:
+    problem = reservation_problem(DRIVE, [], MOUNTS[:1])
+    assert problem == "the local plot drive drive1 is not mounted at /mnt/e0/drive1"
+
+
+def test_another_disk_mounted_in_its_place() -> None:
+    problem = reservation_problem(DRIVE, [], [MOUNTS[0], Mount("/dev/sdc", "/mnt/e0/drive1", "xfs")])
+    assert problem == "/mnt/e0/drive1 now holds /dev/sdc, not the reserved /dev/sdb"
+
+
+def test_failures_hold_the_plot_and_alert_once() -> None:
+    state = (0, False)
+    alerts = []
+    for _ in range(5):
+        failures, held, alert = after_failure(*state, threshold=3)
+        state = (failures, held)
+        alerts.append(alert)
+    assert state == (5, True)
+    assert alerts == [False, False, True, False, False]
