@@ -53,7 +53,7 @@ even on a busy node, while still bounding the work for a cron job."""
 _BLOCK_BYTES = 64 * 1024
 
 _PREFIX = (
-    r"^(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)\s+"
+    r"^(?P<timestamp>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:?\d{2})?)\s+"
     r"(?:(?P<version>\d\S*)\s+)?"
     r"harvester\s+(?:chia|src)\.harvester\.harvester\s*:\s+INFO\s+"
 )
@@ -65,8 +65,8 @@ _MESSAGE = (
     r"(?:challenge_hash:\s*(?P<new_hash>[0-9a-f]+)\s*\.\.\.\s*)?"
     r"(?P<eligible>\d+) plots were eligible for farming\s*"
     r"(?:(?P<old_hash>[0-9a-f]+)\.\.\.|challenge)\s*"
-    r"Found (?P<proofs>\d+) (?:(?P<v1>V1) )?proofs"
-    r"(?: and (?P<v2>\d+) V2 qualities)?\.\s*"
+    r"Found (?P<proofs>\d+) (?:(?P<v1>V1) )?proofs?"
+    r"(?: and (?P<v2>\d+) V2 qualit(?:ies|y))?\.\s*"
     r"Time: (?P<seconds>\d+(?:\.\d+)?) s\.\s*"
     r"Total (?P<total>\d+) plots\s*$"
 )
