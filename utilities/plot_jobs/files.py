@@ -1,0 +1,75 @@
+"""Which temporary files belong to a job, and deleting exactly those.
+
+Several jobs share a temp directory, so "clean the temp directory" would destroy the others'
+work. A job owns:
+- files in its temp, temp2 and destination directories whose name carries its plot id (chia and
+  madMAx name every temp file after the plot) and that are not a finished plot (``*.plot``);
+- files it was seen holding open while it ran (bladebit's temp names carry no id), if they
+  are inside one of those directories and still not a finished plot.
+Nothing is followed through a symlink, nothing outside the job's directories is touched, and a
+finished plot is never deleted here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from utilities.plots import is_finished_plot_name
+
+log = logging.getLogger(__name__)
+
+
+def _inside(path: Path, directories: Iterable[Path]) -> bool:
+    return any(path.parent == d for d in directories)
+
+
+def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembered: Iterable[Path]) -> list[Path]:
+    """The job's temporary files that exist now (see the module docstring for the rules)."""
+    dirs = [Path(os.path.normpath(d)) for d in directories if d is not None]
+    found: set[Path] = set()
+    needle = plot_id.lower() if plot_id else None
+    if needle and len(needle) >= 16:  # a real plot id is 64 hex digits; never match on a fragment
+        for directory in dirs:
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            for entry in entries:
+                if needle in entry.name.lower() and not is_finished_plot_name(entry.name) \
+                        and entry.is_file(follow_symlinks=False):
+                    found.add(Path(entry.path))
+    for path in remembered:
+        path = Path(os.path.normpath(path))
+        if _inside(path, dirs) and not is_finished_plot_name(path.name) and path.is_file() and not path.is_symlink():
+            found.add(path)
+    return sorted(found)
+
+
+def delete_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Delete each file; returns (deleted, problems) so one failure never stops the rest."""
+    deleted: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            path.unlink()
+            deleted.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"{path}: {exc.strerror}")
+    if deleted:
+        log.info("deleted %d temporary file(s): %s", len(deleted), ", ".join(str(p) for p in deleted))
+    return deleted, problems
+
+
+def bytes_used(paths: Iterable[Path]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_blocks * 512
+        except OSError:
+            continue
+    return total
