@@ -50,6 +50,8 @@ LOCAL_RECEIVE_KEY = "local_receive_drive"  # written by drive_manager.py (utilit
 # A reservation older than this means drive_manager.py's cron is not running: still used
 # after the re-checks, but the farmer is told.
 STALE_RESERVATION_SECONDS = 15 * 60
+# Alert-table key latching "plots wait for a usable drive", so cron warns once, not every run.
+BLOCKED_KEY = "local_moves_blocked"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS local_moves (
@@ -218,7 +220,7 @@ def clean_recorded_parts(db: StateDB) -> list[str]:
 
 @dataclass
 class RunOutcome:
-    lines: list[str] = field(default_factory=list)
+    lines: list[tuple[int, str]] = field(default_factory=list)  # (logging level, text)
     moved: list[MoveResult] = field(default_factory=list)
     failed: list[MoveResult] = field(default_factory=list)
     held: list[HeldPlot] = field(default_factory=list)
@@ -229,6 +231,9 @@ class RunOutcome:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed or self.problem else 0
+
+    def say(self, text: str, level: int = logging.INFO) -> None:
+        self.lines.append((level, text))
 
 
 def check_usage(settings: Settings, db: StateDB, notifier: Notifier, outcome: RunOutcome, dry_run: bool) -> None:
@@ -244,13 +249,12 @@ def check_usage(settings: Settings, db: StateDB, notifier: Notifier, outcome: Ru
         if dry_run:
             continue
         if db.alert_transition(usage.alert_key, active, detail):
-            log.warning("%s", detail)
-            outcome.lines.append(f"ALERT: {detail}")
+            outcome.say(f"ALERT: {detail}", logging.WARNING)
             notifier.send(Notification(
                 event="disk_usage",
                 subject=f"{settings.hostname}: {usage.directory} is {usage.used_percent:.0f}% full",
                 short_text=f"{settings.hostname}: {detail}",
-                context={"hostname": settings.hostname, "directory": usage.directory, "role": usage.role,
+                context={"hostname": settings.hostname, "detail": detail, "directory": usage.directory, "role": usage.role,
                          "used_percent": round(usage.used_percent, 1), "free_bytes": usage.free_bytes,
                          "critical_percent": lm.usage_critical_percent, "clear_percent": lm.usage_clear_percent},
             ))
@@ -309,7 +313,8 @@ def _move_one(
                 short_text=(f"{settings.hostname}: moving {plot.name} failed {failures} times, no longer retried "
                             f"(move_local_plots.py --clear-error {plot.name}): {result.reason}"),
                 context={"hostname": settings.hostname, "plot": plot.name, "source": str(plot.path),
-                         "destination": str(drive.receive_dir), "failures": failures, "last_reason": result.reason},
+                         "destination": str(drive.receive_dir), "failures": failures, "last_reason": result.reason,
+                         "retry_with": f"move_local_plots.py --clear-error {plot.name}"},
             ))
     return result
 
@@ -333,7 +338,7 @@ def run_local_moves(
     check_usage(settings, db, notifier, outcome, dry_run)
     if not dry_run:
         for part in clean_recorded_parts(db):
-            outcome.lines.append(f"removed {part} left by a copy that was killed")
+            outcome.say(f"removed {part} left by a copy that was killed")
     plots, skipped = finished_plots(lm.plot_directories)
     for line in skipped:
         log.info("not moving %s", line)
@@ -341,22 +346,24 @@ def run_local_moves(
     outcome.held = [held[p.name] for p in plots if p.name in held]
     ready = [p for p in plots if p.name not in held]
     for h in outcome.held:
-        outcome.lines.append(f"held after {h.failures} failures: {h.source} (last: {h.last_reason}); "
-                             f"retry with: move_local_plots.py --clear-error {h.plot}")
+        outcome.say(f"held after {h.failures} failures: {h.source} (last: {h.last_reason}); "
+                    f"retry with: move_local_plots.py --clear-error {h.plot}")
     if not ready:
         log.debug("no finished local plots to move")
+        if not dry_run:
+            db.alert_transition(BLOCKED_KEY, False)
         return outcome
     drive, problem = usable_drive(settings, db)
     if drive is None:
         outcome.problem = problem
         outcome.waiting = [str(p.path) for p in ready]
-        outcome.lines.append(f"{len(ready)} plot(s) stay where they are: {problem}")
+        _blocked(db, outcome, f"{len(ready)} plot(s) stay where they are: {problem}", dry_run)
         return outcome
     for index, plot in enumerate(ready):
         if dry_run:
             replace = " (may replace one old OG plot)" if drive.replace and plot.header.kind == "pool" else ""
-            outcome.lines.append(f"would move {plot.path} ({plot.header.kind}, {plot.size} bytes) to "
-                                 f"{drive.receive_dir} ({drive.name}){replace}")
+            outcome.say(f"would move {plot.path} ({plot.header.kind}, {plot.size} bytes) to "
+                        f"{drive.receive_dir} ({drive.name}){replace}")
             continue
         result = _move_one(settings, db, notifier, plot, drive, progress, read)
         if result is None:
@@ -365,22 +372,30 @@ def run_local_moves(
             outcome.moved.append(result)
             note = f"; {result.reason}" if result.reason else ""
             replaced = f"; replaced old OG plot {result.replaced}" if result.replaced else ""
-            outcome.lines.append(
+            outcome.say(
                 f"moved {plot.path} to {result.destination}: {result.size} bytes in {result.seconds:.1f} s "
                 f"({result.mb_per_s:.0f} MB/s), xxh3-128 {result.hexdigest}, "
                 f"{'source deleted' if result.source_deleted else 'source kept'}{replaced}{note}"
             )
         elif result.status == FAILED:
             outcome.failed.append(result)
-            outcome.lines.append(f"FAILED {plot.path}: {result.reason} (source kept, retried next run)")
+            outcome.say(f"FAILED {plot.path}: {result.reason} (source kept, retried next run)", logging.WARNING)
         else:  # NO_ROOM or DRIVE_GONE: the drive is the problem; the rest wait for the next run
             what = "is full" if result.status == NO_ROOM else "is not usable"
             outcome.problem = f"the local plot drive {drive.name} {what}: {result.reason}"
             outcome.waiting = [str(p.path) for p in ready[index:]]
-            outcome.lines.append(f"{outcome.problem}; {len(outcome.waiting)} plot(s) kept where they are "
-                                 f"until drive_manager.py reserves a drive with room")
+            _blocked(db, outcome, f"{outcome.problem}; {len(outcome.waiting)} plot(s) kept where they are "
+                                  f"until drive_manager.py reserves a drive with room", dry_run)
             break
+    if outcome.problem is None and not dry_run:
+        db.alert_transition(BLOCKED_KEY, False)
     return outcome
+
+
+def _blocked(db: StateDB, outcome: RunOutcome, text: str, dry_run: bool) -> None:
+    """Plots wait for a usable drive: a warning (cron mail) when that starts, then the log only."""
+    newly = not dry_run and db.alert_transition(BLOCKED_KEY, True, text)
+    outcome.say(text, logging.WARNING if newly or dry_run else logging.INFO)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -453,6 +468,13 @@ def run_move_local_plots(args: argparse.Namespace, settings: Settings, config_pa
         for usage, active in outcome.usage:
             state = "ALERT" if active else "ok"
             print(f"{usage.role} {usage.directory}: {usage.used_percent:.1f}% used ({state})")
-    for line in outcome.lines:
-        print(line)
+    # On a terminal (or for --dry-run) every line is shown; from cron only warnings reach
+    # stderr (and cron mail), the rest goes to the log file.
+    show = args.dry_run or sys.stdout.isatty()
+    for level, text in outcome.lines:
+        if show:
+            print(text)
+            log.info("%s", text)
+        else:
+            log.log(level, "%s", text)
     return outcome.exit_code
