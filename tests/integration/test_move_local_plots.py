@@ -319,3 +319,53 @@ def test_usage_alert_fires_once_and_again_only_after_clearing(farm: LocalFarm, t
             assert alerts() == expected, f"at {percent}%"
         message = next(m for m in farm.mail.received if str(tmp_drive.mountpoint) in m.message["Subject"])
         assert "temp directory" in message.message.get_body(("plain",)).get_content()
+
+
+def test_terminated_copy_removes_its_part_file(farm: LocalFarm) -> None:
+    farm.local_moves(max_mb_per_second=1)
+    farm.harvester.run()
+    plot = copy_plot("og", farm.out)
+    digest = xxh3(plot)
+    proc = farm.popen_move()
+    try:
+        _wait_until(lambda: f"{plot.name}: copy 25%" in farm.log_text() or proc.poll() is not None, "a quarter copied")
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 130 and "error: interrupted" in stderr
+    assert farm.files("drive1") == []  # SIGTERM (unlike SIGKILL) leaves no part file behind
+    assert xxh3(plot) == digest
+
+
+def test_replace_mode_makes_room_by_deleting_exactly_one_old_og_plot(farm: LocalFarm, plot_size: int) -> None:
+    farm.config["harvester"].update(replace_non_pool_plots=True, fill_empty_drives_first=False)
+    farm.harvester.write_config(farm.config)
+    for name in ("drive0", "drive1"):
+        old = [copy_plot("og", farm.drive(name)) for _ in range(2)]
+        os.utime(old[0], (1_600_000_000, 1_600_000_000))  # the oldest
+    oldest = old[0]
+    drive1 = next(d for d in farm.drives.drives if d.mountpoint.name == "drive1")
+    farm.drives.fill_for_plots(drive1, 0, plot_size)
+    farm.harvester.run()
+    export = farm.harvester.export()
+    assert export["receive_drive"] == "drive0" and export["extra"]["receive_replaces_old_plots"]
+    assert farm.local_drive() == "drive1" and export["extra"]["local_replaces_old_plots"]
+
+    og_incoming = copy_plot("og", farm.out)  # an OG plot never replaces another
+    proc = farm.move()
+    assert proc.returncode == 1 and "the local plot drive drive1 is full" in proc.stderr
+    assert og_incoming.exists() and oldest.exists()
+    og_incoming.unlink()
+
+    pool = copy_plot("pool", farm.out)
+    digest = xxh3(pool)
+    assert farm.move().returncode == 0
+    assert not oldest.exists()
+    assert farm.files("drive1") == sorted([old[1].name, pool.name])  # one OG plot replaced, not two
+    assert xxh3(farm.drive("drive1") / pool.name) == digest
+    with sqlite3.connect(farm.harvester.state_dir / "state.sqlite3") as conn:
+        assert conn.execute("SELECT path FROM replaced_plots").fetchall() == [(str(oldest),)]

@@ -47,3 +47,27 @@ def test_failures_hold_the_plot_and_alert_once() -> None:
         alerts.append(alert)
     assert state == (5, True)
     assert alerts == [False, False, True, False, False]
+
+
+def test_held_plots_are_recorded_and_cleared(tmp_path: Path) -> None:
+    from utilities.local_move_run import SCHEMA, clear_errors, held_plots, record_failure
+    from utilities.plot_finder import FinishedPlot
+    from utilities.plots import PlotHeader
+    from utilities.state import StateDB
+
+    def plot(name: str) -> FinishedPlot:
+        return FinishedPlot(Path("/out") / name, 1, 0.0, PlotHeader("v1", 32, "", 112, "pool", 0))
+
+    a, b = plot("plot-a.plot"), plot("plot-b.plot")
+    with StateDB(tmp_path / "state.sqlite3") as db:
+        db.ensure_tables(SCHEMA)
+        assert record_failure(db, a, "stalled", threshold=2) == (1, False)
+        assert record_failure(db, a, "stalled again", threshold=2) == (2, True)
+        assert record_failure(db, b, "io", threshold=1) == (1, True)
+        assert {name: h.last_reason for name, h in held_plots(db).items()} == {"plot-a.plot": "stalled again",
+                                                                                "plot-b.plot": "io"}
+        assert clear_errors(db, "/out/plot-a.plot") == ["plot-a.plot"]
+        assert list(held_plots(db)) == ["plot-b.plot"]
+        assert clear_errors(db, "plot-a.plot") == []
+        assert clear_errors(db, "all") == ["plot-b.plot"]
+        assert held_plots(db) == {}
