@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support.harvester_env import REPO, Harvester, harvester_config
 from tests.support.hashing import xxh3
