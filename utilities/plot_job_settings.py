@@ -31,19 +31,21 @@ DEFAULT_EXECUTABLES: dict[str, str] = {"chia": "chia", "madmax": "chia_plot", "b
 #: Values a command template may refer to.
 PLACEHOLDERS = frozenset({
     "executable", "k", "compression", "threads", "buffer", "buckets", "temp", "temp2", "dest",
-    "farmer_public_key", "pool_public_key", "pool_contract_address",
+    "farmer_public_key", "pool_public_key", "pool_contract_address", "override_k",
 })
 
 TemplateWord = str | list[str]
 
 # The programs' own command-line shapes (chia plots create; madMAx chia_plot; bladebit_cuda's
 # global options, then the cudaplot command with its disk-hybrid temp directory, then the
-# destination). madMAx wants directories with a trailing slash.
+# destination). madMAx wants directories with a trailing slash. chia refuses k < 32 unless told
+# ``--override-k`` ({override_k} is that flag for such k, else empty).
 DEFAULT_TEMPLATES: dict[str, tuple[TemplateWord, ...]] = {
     "chia": (
         "{executable}", "plots", "create", "-k", "{k}", "-n", "1", "-t", "{temp}", ["-2", "{temp2}"],
         "-d", "{dest}", "-r", "{threads}", "-b", "{buffer}", "-u", "{buckets}",
         ["-f", "{farmer_public_key}"], ["-p", "{pool_public_key}"], ["-c", "{pool_contract_address}"], "-x",
+        ["{override_k}"],
     ),
     "madmax": (
         "{executable}", "-n", "1", "-k", "{k}", "-r", "{threads}", "-u", "{buckets}", "-t", "{temp}/",

@@ -29,6 +29,11 @@ def test_chia_command_has_the_real_flags_and_no_private_key() -> None:
                     "-r", "4", "-b", "4000", "-u", "64", "-f", FARMER, "-c", CONTRACT, "-x"]
 
 
+def test_small_k_gets_override_k_for_chia() -> None:
+    argv = build_command(_settings(k=18), JobPlacement(Path("/t"), Path("/d")))
+    assert argv[-2:] == ["-x", "--override-k"]
+
+
 def test_temp2_and_pool_key_groups_appear_only_when_set() -> None:
     settings = _settings(pool_contract_address=None, pool_public_key=POOL_PK)
     argv = build_command(settings, JobPlacement(Path("/t"), Path("/d"), Path("/t2")))

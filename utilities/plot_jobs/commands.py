@@ -41,6 +41,7 @@ def template_values(settings: PlotJobSettings, placement: JobPlacement) -> dict[
         "farmer_public_key": text(settings.farmer_public_key),
         "pool_public_key": text(settings.pool_public_key),
         "pool_contract_address": text(settings.pool_contract_address),
+        "override_k": "--override-k" if settings.k < 32 else "",
     }
 
 

@@ -220,11 +220,32 @@ def terminate_job(proc: psutil.Process, grace_seconds: float) -> list[int]:
     except ProcessLookupError:
         return []
     _signal_all(proc.pid, members, own_group, signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(members, timeout=grace_seconds)
+    alive = wait_gone(members, grace_seconds)
     if alive:
         _signal_all(proc.pid, alive, own_group, signal.SIGKILL)
-        psutil.wait_procs(alive, timeout=10)
+        wait_gone(alive, 10)
     return [p.pid for p in alive]
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has ended; returns those still running after ``timeout``.
+
+    A zombie counts as ended: its parent (a --loop manager, or init) reaps it in its own time,
+    and psutil.wait_procs would wait for that reaping, not for the job to end.
+    """
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _running(p)]
+    return alive
 
 
 def _signal_all(pgid: int, members: Sequence[psutil.Process], group: bool, sig: int) -> None:

@@ -1,0 +1,372 @@
+"""Real plot jobs: plot_manager.py starts the fake plotters (real chiapos k=18 plots) detached,
+holds them at phases with gate files, and the limits, stagger, start early, adoption, --stop
+and --remove-aborted are checked against what really runs.
+
+No sleeps stand in for synchronisation: every wait polls a condition (a gate marker file, a
+process state, a database row) with a deadline. Every job any test started is killed in the
+fixture's teardown, by the pid and create_time recorded for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+
+from tests.support.fake_plotter import encode_puzzle_hash
+from tests.support.smtp_server import SMTPTestServer, smtp_server
+from utilities.plots import is_finished_plot_name
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+FARMER_KEY = "8" * 96
+CONTRACT = encode_puzzle_hash(bytes(range(32)))
+WRAPPED = {"chia": "chia", "chia_plot": "chia_plot", "bladebit_cuda": "bladebit_cuda"}
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def install_plotters(bin_dir: Path) -> None:
+    """Executables named like the real plotters whose process looks like the real one:
+    [python, BIN/chia, plots, create, ...] (chia is a Python entry script too)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in WRAPPED:
+        path = bin_dir / name
+        path.write_text(
+            f"#!{PYTHON}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(REPO)!r})\n"
+            "from tests.support.fake_plotter import main\n"
+            f"sys.exit(main(['--program', {name!r}, *sys.argv[1:]]))\n"
+        )
+        path.chmod(0o755)
+
+
+class JobsFarm:
+    """One plotter: temp and output directories, gates, a config, and the jobs it started."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.temps = [root / "t1", root / "t2"]
+        self.out = root / "out"
+        self.gates = root / "gates"
+        self.state = root / "state"
+        self.config_path = root / "plot_manager.yaml"
+        for d in (*self.temps, self.out, self.gates):
+            d.mkdir(parents=True, exist_ok=True)
+        install_plotters(self.bin)
+        self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}",
+                    "FAKE_PLOTTER_GATE_DIR": str(self.gates)}
+        self.env.pop("FAKE_PLOTTER_FAIL_AT", None)
+        self.extra_pids: list[tuple[int, float]] = []
+        self.notifications: dict[str, Any] = {}
+
+    def configure(self, **jobs: Any) -> None:
+        settings = {
+            "enabled": True, "program": "chia", "k": 18, "farmer_public_key": FARMER_KEY,
+            "pool_contract_address": CONTRACT, "temp_space_gib": 0.001, "buffer": 100, "buckets": 32,
+            "temp_directories": [{"path": str(self.temps[0]), "max_jobs": 4}],
+            "output_directories": [str(self.out)], "max_jobs": 4, "stop_grace_seconds": 5,
+            **jobs,
+        }
+        config = {"state_dir": str(self.state), "plotter": {"plot_directories": [str(self.out)], "jobs": settings},
+                  "notifications": self.notifications}
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.config_path.chmod(0o600)
+
+    def command(self, *args: str) -> list[str]:
+        return [PYTHON, str(REPO / "plot_manager.py"), "--config", str(self.config_path), *args]
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=60, env=env or self.env)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        proc = self.run("--jobs", "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    def records(self) -> list[tuple]:
+        db = self.state / "state.sqlite3"
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            try:
+                return conn.execute("SELECT job_id, pid, create_time, started_at, temp_dir, state FROM plot_jobs "
+                                    "ORDER BY started_at").fetchall()
+            except sqlite3.OperationalError:
+                return []
+
+    def open_gate(self, key: object, phase: int) -> None:
+        (self.gates / f"{key}.phase{phase}").touch()
+
+    def held_at(self, pid: int, phase: int) -> bool:
+        """The job with this pid is waiting before ``phase`` (the fake plotter's marker)."""
+        for marker in self.gates.glob(f"*.waiting_phase{phase}"):
+            try:
+                if marker.read_text().strip() == str(pid):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def kill_everything(self) -> None:
+        targets = [(pid, created) for _id, pid, created, *_ in self.records()] + self.extra_pids
+        for pid, created in targets:
+            try:
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - created) > 0.5:
+                    continue
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    proc.kill()
+                wait_until(f"pid {pid} to end", lambda pid=pid, created=created: not alive(pid, created), 10)
+            except (psutil.NoSuchProcess, ProcessLookupError):
+                continue
+
+
+def alive(pid: int, created: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - created) <= 0.5 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def files_with(directory: Path, plot_id: str) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if plot_id in p.name)
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[JobsFarm]:
+    plotter = JobsFarm(tmp_path / "plotter")
+    try:
+        yield plotter
+    finally:
+        plotter.kill_everything()
+
+
+@pytest.fixture
+def mail() -> Iterator[SMTPTestServer]:
+    with smtp_server() as server:
+        yield server
+
+
+def _email_to(server: SMTPTestServer, *events: str) -> dict[str, Any]:
+    return {"email": {"enabled": True, "smtp_host": server.host, "smtp_port": server.port, "to": ["farmer@example.org"],
+                      "timeout_seconds": 5},
+            "events": {event: ["email"] for event in events}}
+
+
+def test_limits_and_start_early_hold_in_real_starts(farm: JobsFarm) -> None:
+    farm.configure(
+        max_jobs=2, start_early_phase=1,
+        temp_directories=[{"path": str(farm.temps[0]), "max_jobs": 1},
+                          {"path": str(farm.temps[1]), "max_jobs": 2, "max_phase1_jobs": 1}],
+    )
+    first = farm.run("--start-jobs")
+    assert first.returncode == 0, first.stderr
+    records = farm.records()
+    assert [r[4] for r in records] == [str(farm.temps[0]), str(farm.temps[1])]  # one per directory, then max_jobs
+    a_pid, a_created, b_pid = records[0][1], records[0][2], records[1][1]
+    assert all(alive(r[1], r[2]) for r in records)
+
+    again = farm.run("--start-jobs")
+    assert "no job started: max_jobs reached (2 of 2)" in again.stdout
+    assert len(farm.records()) == 2
+
+    # Job A goes past phase 1 (held before phase 3): start early lets a third job in, on t1
+    # (A no longer counts there), not on t2 (B is in phase 1 there, whose phase-1 limit is 1).
+    farm.open_gate(a_pid, 2)
+    wait_until("job A held before phase 3", lambda: farm.held_at(a_pid, 3))
+    gate_opened = time.time()
+    third = farm.run("--start-jobs")
+    assert third.returncode == 0, third.stderr
+    records = farm.records()
+    assert len(records) == 3 and records[2][4] == str(farm.temps[0])
+    assert records[2][2] >= gate_opened - 0.5  # the process really started only after A moved on
+    assert "max_jobs reached (2 of 2)" in third.stdout or "started job" in third.stdout
+    assert len(farm.records()) == 3 and farm.run("--start-jobs").stdout.startswith("no job started: max_jobs")
+
+    table = farm.run("--jobs")
+    assert table.returncode == 0, table.stderr
+    assert str(a_pid) in table.stdout and str(b_pid) in table.stdout
+    shown = {row["pid"]: row for row in farm.jobs()}
+    assert shown[a_pid]["phase"] == 2 and shown[a_pid]["state"] == "running"
+    assert shown[b_pid]["phase"] is None and shown[b_pid]["cpu_percent"] is not None
+    assert alive(a_pid, a_created)
+
+
+def test_stagger_holds_and_killing_the_loop_leaves_jobs_running(farm: JobsFarm) -> None:
+    stagger_minutes = 0.02  # 1.2 s between starts
+    farm.configure(min_minutes_between_starts=stagger_minutes, max_jobs=3)
+    loop = subprocess.Popen(farm.command("--loop", "0.1"), env=farm.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    farm.extra_pids.append((loop.pid, psutil.Process(loop.pid).create_time()))
+    try:
+        records = wait_until("three jobs started by --loop", lambda: len(farm.records()) >= 3 and farm.records())
+    finally:
+        loop.send_signal(signal.SIGKILL)
+        loop.wait(10)
+        assert loop.stderr is not None
+        loop.stderr.close()
+    starts = [r[3] for r in records]
+    created = [r[2] for r in records]
+    gap = stagger_minutes * 60
+    assert all(b - a >= gap for a, b in zip(starts, starts[1:], strict=False)), starts
+    assert all(b - a >= gap - 0.1 for a, b in zip(created, created[1:], strict=False)), created
+    assert len(records) == 3  # max_jobs held
+
+    # The manager was SIGKILLed: the jobs (own sessions) still run, and the next run finds them.
+    assert all(alive(r[1], r[2]) for r in records)
+    rows = {row["job_id"]: row for row in farm.jobs()}
+    assert set(rows) == {r[0] for r in records}
+    assert all(row["state"] == "running" and not row["adopted"] for row in rows.values())
+
+
+def _start_stranger(farm: JobsFarm, log_path: Path) -> subprocess.Popen[bytes]:
+    """A plot job started by hand (not by plot_manager.py), output into its own log file."""
+    argv = [str(farm.bin / "chia"), "plots", "create", "-k", "18", "-n", "1", "-t", str(farm.temps[0]),
+            "-d", str(farm.out), "-f", FARMER_KEY, "-c", CONTRACT, "--override-k"]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=farm.env)
+    farm.extra_pids.append((proc.pid, psutil.Process(proc.pid).create_time()))
+    return proc
+
+
+def test_adopts_a_job_it_did_not_start_and_stop_removes_only_its_files(farm: JobsFarm) -> None:
+    farm.configure(max_jobs=2)
+    started = farm.run("--start-jobs")
+    assert started.returncode == 0, started.stderr
+    ours = farm.records()
+    assert len(ours) == 2
+    for _id, pid, *_ in ours:
+        farm.open_gate(pid, 2)
+    stranger = _start_stranger(farm, farm.root / "by_hand.log")
+    farm.open_gate(stranger.pid, 2)
+    for pid in [r[1] for r in ours] + [stranger.pid]:
+        wait_until(f"job {pid} held before phase 3", lambda pid=pid: farm.held_at(pid, 3))
+
+    rows = {row["pid"]: row for row in farm.jobs()}
+    adopted = rows[stranger.pid]
+    assert adopted["adopted"] is True and adopted["log_path"] == str(farm.root / "by_hand.log")
+    assert adopted["phase"] == 2 and adopted["plot_id"] and adopted["temp_bytes"] > 0
+    neighbour = rows[ours[0][1]]
+    before = files_with(farm.temps[0], neighbour["plot_id"])
+    assert before and files_with(farm.temps[0], adopted["plot_id"])
+
+    stop = farm.run("--stop", str(stranger.pid))
+    assert stop.returncode == 0, stop.stderr
+    assert "stopped" in stop.stdout
+    assert stranger.wait(10) == -signal.SIGTERM
+    assert files_with(farm.temps[0], adopted["plot_id"]) == []
+    assert files_with(farm.out, adopted["plot_id"]) == []
+    assert files_with(farm.temps[0], neighbour["plot_id"]) == before  # the other jobs' files are untouched
+    assert alive(ours[0][1], ours[0][2]) and alive(ours[1][1], ours[1][2])
+
+    # Our own job, stopped by its id: its process group goes, its temp files too.
+    job_id = ours[1][0]
+    plot_id = rows[ours[1][1]]["plot_id"]
+    stop = farm.run("--stop", job_id)
+    assert stop.returncode == 0, stop.stderr
+    wait_until("stopped job gone", lambda: not alive(ours[1][1], ours[1][2]))
+    assert files_with(farm.temps[0], plot_id) == [] and files_with(farm.out, plot_id) == []
+    states = {row["job_id"]: row["state"] for row in farm.jobs()}
+    assert states[job_id] == "stopped" and states[ours[0][0]] == "running"
+    unknown = farm.run("--stop", "nosuchjob")
+    assert unknown.returncode == 1 and "no plot job 'nosuchjob'" in unknown.stderr
+
+
+def test_failed_job_alerts_once_and_remove_aborted_cleans_up(farm: JobsFarm, mail: SMTPTestServer) -> None:
+    farm.notifications = _email_to(mail, "plot_job_started", "plot_job_failed")
+    farm.configure(max_jobs=1)
+    env = {**farm.env, "FAKE_PLOTTER_FAIL_AT": "phase2"}
+    farm.open_gate("all", 4)
+    started = farm.run("--start-jobs", env=env)
+    assert started.returncode == 0, started.stderr
+    ((job_id, pid, created, *_),) = farm.records()
+    wait_until("the job to fail", lambda: not alive(pid, created))
+    rows = farm.jobs()
+    assert [(r["job_id"], r["state"]) for r in rows] == [(job_id, "failed")]
+    plot_id = rows[0]["plot_id"]
+    assert files_with(farm.temps[0], plot_id)  # a crashed plotter leaves its temp files
+    farm.jobs()  # a second look must not alert again
+    subjects = [m.message["Subject"] for m in mail.wait_for(2)]
+    assert any("started" in s for s in subjects) and sum("failed" in s for s in subjects) == 1
+
+    cleaned = farm.run("--remove-aborted")
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"job {job_id} (failed): deleted" in cleaned.stdout
+    assert files_with(farm.temps[0], plot_id) == [] and files_with(farm.out, plot_id) == []
+    assert "no ended job has temporary files left" in farm.run("--remove-aborted").stdout
+    assert len(mail.received) == 2
+
+
+def test_finished_job_leaves_a_plot_for_the_transfer(farm: JobsFarm) -> None:
+    farm.configure(max_jobs=1)
+    farm.open_gate("all", 4)
+    assert farm.run("--start-jobs").returncode == 0
+    ((job_id, pid, created, *_),) = farm.records()
+    wait_until("the job to finish", lambda: not alive(pid, created))
+    (row,) = farm.jobs()
+    assert row["state"] == "completed" and row["temp_bytes"] == 0
+    plots = [p for p in farm.out.iterdir() if is_finished_plot_name(p.name)]
+    assert [p.name for p in plots] == [row["plot_name"]]
+    assert os.listdir(farm.temps[0]) == []
+
+
+def test_no_destination_alerts_once_per_episode(farm: JobsFarm, mail: SMTPTestServer) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tiny tmpfs as a full output drive")
+    farm.notifications = _email_to(mail, "no_plot_destination")
+    full = farm.root / "full"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "plot_jobs_test", str(full)], check=True)
+    try:
+        farm.configure(output_directories=[str(full)])
+        for _ in range(3):
+            proc = farm.run("--start-jobs")
+            assert proc.returncode == 0, proc.stderr
+            assert "no job started: no output directory has room" in proc.stdout
+        assert farm.records() == []
+        (message,) = mail.wait_for(1)
+        assert "no room" in message.message["Subject"]
+        assert len(mail.received) == 1
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
+def test_job_flags_are_checked(farm: JobsFarm) -> None:
+    farm.configure()
+    bad = farm.run("--json")
+    assert bad.returncode == 2 and "--json goes with --history or --jobs" in bad.stderr
+    host = farm.run("--jobs", "--host", "plotter9")
+    assert host.returncode == 2 and "plotter9" in host.stderr and "remote_plotters" in host.stderr
+    both = farm.run("--jobs", "--stop", "x")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    farm.configure(enabled=False)
+    off = farm.run("--start-jobs")
+    assert off.returncode == 2 and "plotter.jobs.enabled" in off.stderr
