@@ -380,6 +380,12 @@ def run_local_moves(
         elif result.status == FAILED:
             outcome.failed.append(result)
             outcome.say(f"FAILED {plot.path}: {result.reason} (source kept, retried next run)", logging.WARNING)
+            rest = len(ready) - index - 1
+            if result.stalled and rest:
+                # A disk that stopped answering will stall the next copy too, and each stalled
+                # copy leaves a thread waiting on it: the rest wait for the next run.
+                outcome.say(f"{rest} more plot(s) wait for the next run after the stall")
+                break
         else:  # NO_ROOM or DRIVE_GONE: the drive is the problem; the rest wait for the next run
             what = "is full" if result.status == NO_ROOM else "is not usable"
             outcome.problem = f"the local plot drive {drive.name} {what}: {result.reason}"

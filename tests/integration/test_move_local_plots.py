@@ -7,6 +7,7 @@ because it needs a source read that does not return until the test says so.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -368,3 +369,20 @@ def test_replace_mode_makes_room_by_deleting_exactly_one_old_og_plot(farm: Local
     assert xxh3(farm.drive("drive1") / pool.name) == digest
     with sqlite3.connect(farm.harvester.state_dir / "state.sqlite3") as conn:
         assert conn.execute("SELECT path FROM replaced_plots").fetchall() == [(str(oldest),)]
+
+
+def test_a_stall_ends_the_run_and_later_plots_wait(farm: LocalFarm) -> None:
+    farm.local_moves(stall_seconds=0.3)
+    farm.harvester.run()
+    plots = [copy_plot("pool", farm.out), copy_plot("og", farm.out)]
+    settings, _ = load_settings(str(farm.harvester.config_path))
+    reader = GatedReader()
+    try:
+        with StateDB(settings.database_path) as db:
+            outcome = run_local_moves(settings, db, Notifier(settings.notifications), read=reader)
+    finally:
+        reader.gate.set()
+    assert len(outcome.failed) == 1 and outcome.failed[0].stalled
+    assert (logging.INFO, "1 more plot(s) wait for the next run after the stall") in outcome.lines
+    assert all(p.exists() for p in plots) and farm.files("drive1") == []
+    assert [status for _, status in farm.moves()] == ["failed"]  # the second was not started
