@@ -126,6 +126,15 @@ class RemotePlotter(Section):
     user: str = "root"
     # Where plot_manager is installed there (its .venv/bin/python runs plot_manager.py).
     install_dir: str = "/root/plot_manager"
+    # Its config file there (default: its own default, ~/.config/plot_manager/plot_manager.yaml).
+    config: str | None = None
+
+    @field_validator("install_dir", "config")
+    @classmethod
+    def _absolute_remote_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\0" in value or "\n" in value):
+            raise ValueError(f"must be an absolute path on that plotter, got {value!r}")
+        return value
 
     @field_validator("name", "host", "user")
     @classmethod

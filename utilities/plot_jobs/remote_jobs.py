@@ -19,8 +19,9 @@ REMOTE_TIMEOUT_SECONDS = 120
 
 
 def remote_argv(remote: RemotePlotter, *args: str) -> list[str]:
-    base = remote.install_dir.rstrip("/") or "/"
-    return [f"{base}/.venv/bin/python", f"{base}/plot_manager.py", *args]
+    base = remote.install_dir.rstrip("/")
+    config = ["--config", remote.config] if remote.config else []
+    return [f"{base}/.venv/bin/python", f"{base}/plot_manager.py", *config, *args]
 
 
 def _target(remote: RemotePlotter) -> HarvesterTarget:

@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
-from utilities.plot_jobs.progress import JobProgress, is_final_phase, parse_progress
 
 from utilities.config import Settings
 from utilities.errors import PlotManagerError
@@ -39,6 +38,7 @@ from utilities.plot_jobs.processes import (
     stdout_log,
     terminate_job,
 )
+from utilities.plot_jobs.progress import JobProgress, is_final_phase, parse_progress
 from utilities.plot_jobs.report import JobSummary, summarise
 from utilities.plot_jobs.scheduler import ActiveJob, Refusal, StartDecision, next_start, pick_destination
 from utilities.plot_jobs.store import COMPLETED, FAILED, RUNNING, STOPPED, JobRecord, JobStore

@@ -1,0 +1,107 @@
+"""Plot jobs across the farm: a finished job's plot is sent on by the normal cron transfer, and
+another plotter's jobs are listed and stopped over real SSH (host keys checked), in namespaces."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.e2e_farm import PYTHON, REPO, E2EFarm
+from tests.support.loopdrives import requires_root_and_loop
+from tests.support.netns_farm import requires_netns
+from tests.support.plot_job_env import JobsFarm, alive, files_with, wait_until
+from tests.support.plotmaker import cached_plot
+from utilities.plots import is_finished_plot_name
+
+pytestmark = [pytest.mark.root, requires_root_and_loop, requires_netns, pytest.mark.timeout(300)]
+
+REMOTE = "chianas01"
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[E2EFarm]:
+    with E2EFarm(tmp_path / "farm", {REMOTE: 2}, cached_plot("pool").stat().st_size) as farm:
+        yield farm
+
+
+@pytest.fixture
+def plotters(tmp_path: Path) -> Iterator[tuple[JobsFarm, JobsFarm]]:
+    """This plotter and a second one (reached over SSH in the harvester's namespace)."""
+    local, remote = JobsFarm(tmp_path / "local"), JobsFarm(tmp_path / "remote")
+    try:
+        yield local, remote
+    finally:
+        local.kill_everything()
+        remote.kill_everything()
+
+
+def _farm_sections(farm: E2EFarm) -> dict:
+    ssh = {"key_file": str(farm.net.client_key), "known_hosts": str(farm.net.known_hosts), "connect_timeout_seconds": 3}
+    return {"farm": {"harvesters": farm.plotter.harvesters, "ssh": ssh}}
+
+
+def test_finished_job_plot_goes_out_with_the_cron_transfer(farm: E2EFarm, plotters: tuple[JobsFarm, JobsFarm]) -> None:
+    local, _remote = plotters
+    # One job only (a long stagger), so the cron runs below start exactly one.
+    local.configure(top=_farm_sections(farm), plotter={"transfer": {"idle_timeout_seconds": 8, "port_count": 20}},
+                    min_minutes_between_starts=600)
+    local.open_gate("all", 4)
+    first = local.run()  # the plain cron pass: starts the job, nothing to send yet
+    assert first.returncode == 0, first.stdout + first.stderr
+    ((_job_id, pid, created, *_),) = local.records()
+    wait_until("the job to finish", lambda: not alive(pid, created))
+    made = [p.name for p in local.out.iterdir() if is_finished_plot_name(p.name)]
+    assert len(made) == 1
+
+    second = local.run()  # the next cron pass sends it to the harvester, verified
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"sent {made[0]} to {REMOTE}" in second.stdout
+    assert [p.name for p in farm.harvesters[REMOTE].plots()] == made
+    assert list(local.out.iterdir()) == []
+    assert len(local.records()) == 1  # the stagger held: no second job
+
+
+def test_remote_plotter_jobs_listed_and_stopped_over_ssh(farm: E2EFarm, plotters: tuple[JobsFarm, JobsFarm]) -> None:
+    local, remote = plotters
+    remote.configure(max_jobs=1)
+    started = farm.net.exec_in(REMOTE, [PYTHON, str(REPO / "plot_manager.py"), "--config", str(remote.config_path),
+                                        "--start-jobs"], env=remote.env)
+    assert started.returncode == 0, started.stderr
+    ((job_id, pid, created, *_),) = remote.records()
+    remote.open_gate(pid, 2)
+    wait_until("the remote job held before phase 3", lambda: remote.held_at(pid, 3))
+
+    local.configure(top={**_farm_sections(farm), "hostname": "chiaplot01"}, max_jobs=1,
+                    remote_plotters=[{"name": REMOTE, "host": farm.net.host(REMOTE).address, "user": "root",
+                                      "install_dir": str(REPO), "config": str(remote.config_path)}])
+    assert local.run("--start-jobs").returncode == 0
+    ((local_id, *_),) = local.records()
+
+    listing = local.run("--jobs", "--host", "all", "--json")
+    assert listing.returncode == 0, listing.stderr
+    rows = {(row["host"], row["job_id"]): row for row in json.loads(listing.stdout)}
+    assert set(rows) == {("chiaplot01", local_id), (REMOTE, job_id)}
+    assert rows[(REMOTE, job_id)]["phase"] == 2 and rows[(REMOTE, job_id)]["pid"] == pid
+    table = local.run("--jobs", "--host", REMOTE)
+    assert table.returncode == 0 and job_id in table.stdout and local_id not in table.stdout
+
+    plot_id = rows[(REMOTE, job_id)]["plot_id"]
+    assert files_with(remote.temps[0], plot_id)
+    stop = local.run("--stop", job_id, "--host", REMOTE)
+    assert stop.returncode == 0, stop.stderr
+    assert f"job {job_id}" in stop.stdout and "stopped" in stop.stdout
+    wait_until("the remote job gone", lambda: not alive(pid, created))
+    assert files_with(remote.temps[0], plot_id) == []
+    assert alive(local.records()[0][1], local.records()[0][2])  # the local job is untouched
+
+    # A plotter that cannot be reached is named, the others still answer.
+    local.configure(top={**_farm_sections(farm), "hostname": "chiaplot01"}, max_jobs=1,
+                    remote_plotters=[{"name": "ghost", "host": "10.213.77.250", "user": "root", "install_dir": str(REPO)}])
+    started_at = time.monotonic()
+    partial = local.run("--jobs", "--host", "all")
+    assert partial.returncode == 1 and local_id in partial.stdout and "ghost" in partial.stdout
+    assert time.monotonic() - started_at < 30
