@@ -1,0 +1,1 @@
+"""Plot jobs: starting, watching and stopping plotter processes (local and over SSH)."""
