@@ -311,14 +311,14 @@ def replot_if_due(settings: Settings, store: JobStore, job: JobRecord, progress:
         return None
     if not is_final_phase(progress):
         return None
-    if not store.claim_replot(job.job_id):
-        return None  # another run got there first
     from utilities.plot_jobs.replot import make_room_for_job
 
+    if not store.claim_replot(job.job_id):
+        return None  # another run got there first
     jobs = settings.plotter.jobs
     try:
         deleted = make_room_for_job(job.dest_dir, expected_plot_size(jobs.k, jobs.compression), db)
-    except PlotManagerError as exc:
+    except (PlotManagerError, OSError) as exc:
         store.set_replot_result(job.job_id, f"error: {exc}")
         log.warning("replot for job %s: %s", job.job_id, exc)
         return None
