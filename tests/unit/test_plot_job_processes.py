@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from utilities.plot_jobs.files import owned_files
+from utilities.plot_jobs.files import owned_files, plot_id_in_names
 from utilities.plot_jobs.processes import PlotterCommand, identify_plotter
 from utilities.plot_jobs.report import jobs_table, phase_text, summarise
 from utilities.plot_jobs.store import JobRecord
@@ -67,6 +67,13 @@ def test_owned_files_by_plot_id_and_remembered_never_finished_plots(tmp_path: Pa
     found = owned_files([temp, None, dest], PLOT_ID, [remembered, elsewhere / f"{PLOT_ID}.tmp"])
     assert found == sorted([*mine, remembered])
     assert owned_files([temp], PLOT_ID[:8], []) == []  # a fragment of an id never matches
+
+
+def test_plot_id_from_open_file_names() -> None:
+    names = [f"/t/plot-k32-2024-01-01-00-00-{PLOT_ID}.plot.p1.t1.sort_bucket_003.tmp", "/t/other.log"]
+    assert plot_id_in_names(names) == PLOT_ID
+    assert plot_id_in_names([*names, f"/t/{'e' * 64}.tmp"]) is None  # two ids: not sure, none
+    assert plot_id_in_names(["/t/y0_0.tmp"]) is None
 
 
 def test_phase_text() -> None:

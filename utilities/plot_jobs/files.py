@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembe
         if _inside(path, dirs) and not is_finished_plot_name(path.name) and path.is_file() and not path.is_symlink():
             found.add(path)
     return sorted(found)
+
+
+_PLOT_ID_RE = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+
+
+def plot_id_in_names(paths: Iterable[str]) -> str | None:
+    """The plot id (64 hex digits) in the names of a job's open files, if they agree on one."""
+    ids = {m.group(0).lower() for p in paths for m in [_PLOT_ID_RE.search(os.path.basename(p))] if m}
+    return ids.pop() if len(ids) == 1 else None
 
 
 def delete_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:

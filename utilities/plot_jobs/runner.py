@@ -214,7 +214,7 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
         if live_process(job.pid, job.create_time) is not None:
             running.append(job)  # alive but not recognisable as a plotter any more (argv rewritten)
             continue
-        state = _ended_state(job)
+        state = _ended_state(store, job)
         progress = job_progress(job)
         total = progress.total_seconds or (now - job.started_at)
         if store.end(job.job_id, state, total, now):
@@ -232,13 +232,22 @@ def _match(known: dict[tuple[int, int], JobRecord], found: PlotterProcess) -> Jo
     return None
 
 
-def _ended_state(job: JobRecord) -> str:
+def _ended_state(store: JobStore, job: JobRecord) -> str:
+    """How a job whose process is gone ended: its log says, or else its files do.
+
+    An adopted job whose output we never saw (not a file) ended well if it left no temporary
+    file behind; a leftover temp file always means it did not.
+    """
     progress = job_progress(job)
     if progress.state == "completed":
         return COMPLETED
     name = progress.plot_name or job.plot_name
     if name and job.dest_dir is not None and (job.dest_dir / name).is_file():
         return COMPLETED
+    if job.log_path is None:
+        leftovers = job_files.owned_files([job.temp_dir, job.temp2_dir, job.dest_dir], job.plot_id,
+                                          store.remembered_files(job.job_id))
+        return FAILED if leftovers else COMPLETED
     return FAILED
 
 
@@ -267,11 +276,12 @@ def job_status(job: JobRecord, store: JobStore, now: float) -> JobStatus:
         store.set_plot(job.job_id, progress.plot_id, progress.plot_name)
     plot_id = progress.plot_id or job.plot_id
     cpu = rss = None
+    open_files: tuple[str, ...] = ()
     proc = live_process(job.pid, job.create_time) if job.state == RUNNING else None
     if proc is not None:
         try:
             stats = process_stats(proc)
-            cpu, rss = stats.cpu_percent, stats.rss_bytes
+            cpu, rss, open_files = stats.cpu_percent, stats.rss_bytes, stats.open_files
             dirs = [d for d in (job.temp_dir, job.temp2_dir, job.dest_dir) if d is not None]
             mine = [p for p in stats.open_files if any(os.path.dirname(p) == os.path.normpath(d) for d in dirs)
                     and not is_finished_plot_name(os.path.basename(p))]
@@ -279,6 +289,10 @@ def job_status(job: JobRecord, store: JobStore, now: float) -> JobStatus:
                 store.remember_files(job.job_id, mine)
         except psutil.Error:
             pass
+    if plot_id is None:  # no log to read: chia and madMAx name their temp files after the plot id
+        plot_id = job_files.plot_id_in_names(open_files)
+        if plot_id:
+            store.set_plot(job.job_id, plot_id, None)
     owned = job_files.owned_files([job.temp_dir, job.temp2_dir], plot_id, store.remembered_files(job.job_id))
     end = job.ended_at if job.ended_at is not None else now
     return JobStatus(
@@ -416,7 +430,7 @@ def _start_what_fits(settings: Settings, store: JobStore, notifier: Notifier,
         _notify_started(settings, notifier, record)
         actives.append(ActiveJob(temp_dir=decision.temp_dir, dest_dir=decision.dest_dir, phase=None, started_at=now))
         last_starts[decision.temp_dir] = now
-    log.info("no further plot job now: %s", decision.reason)
+    log.debug("no further plot job now: %s", decision.reason)
     if decision.kind == "no_destination":
         if store.db.alert_transition(NO_DESTINATION_ALERT, True, decision.reason):
             log.warning("no plot destination: %s", decision.reason)
