@@ -231,7 +231,7 @@ def _chia_line(b: _Builder, line: str) -> None:
         b.sub(2, 8 - int(m.group(1)))
     elif m := _CHIA_COMPRESS_RE.match(line):
         b.sub(3, int(m.group(1)))
-    elif "Starting to write C1 and C3 tables" in line:
+    elif line.strip() == "Starting to write C1 and C3 tables":
         b.sub(4, 1)
     elif line.strip() == "Writing C2 table":
         b.sub(4, 2)
