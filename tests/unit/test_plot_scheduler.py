@@ -122,6 +122,16 @@ def test_temp_directory_needs_room_for_one_job() -> None:
     assert isinstance(refusal, Refusal) and "bytes free" in refusal.reason
 
 
+def test_temp_room_counts_what_running_jobs_will_still_take() -> None:
+    settings = _settings(temp_space_gib=40)
+    growing = ActiveJob(temp_dir=T1, dest_dir=O1, phase=1, started_at=0, temp_bytes=10 * GIB)
+    decision = _decide(settings, [growing], temps={T1: 60 * GIB, T2: 0})
+    assert isinstance(decision, Refusal) and f"{30 * GIB} promised" in decision.reason
+    assert _decide(settings, [growing], temps={T1: 70 * GIB, T2: 0}) == StartDecision(T1, O1, None)
+    past_peak = ActiveJob(temp_dir=T1, dest_dir=O1, phase=3, started_at=0, temp_bytes=35 * GIB)
+    assert _decide(settings, [past_peak], temps={T1: 40 * GIB, T2: 0}) == StartDecision(T1, O1, None)
+
+
 def test_missing_temp_directory_is_skipped() -> None:
     refusal = _decide(_settings(), temps={})
     assert isinstance(refusal, Refusal) and "not available" in refusal.reason

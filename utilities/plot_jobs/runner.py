@@ -4,7 +4,8 @@ Jobs are started detached: their own session (so a Ctrl-C, a dying cron run or a
 ``--loop`` never takes them along), stdin from /dev/null, stdout and stderr into the job's own
 log file. Which jobs run is then learnt again on every pass from the process list, matched to
 our records by pid *and* create_time; plotters nobody recorded (started by hand, or by an
-older manager) working in one of our temp directories are adopted, with their log found
+older manager) working in one of our temp directories (in any, when none is configured) are
+adopted, with their log found
 through ``/proc/PID/fd/1`` when their output goes to a file.
 
 Every decision is made elsewhere (``scheduler.next_start``; which files a job owns in
@@ -201,7 +202,7 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
     for found in processes:
         job = _match(known, found)
         if job is None:
-            if not any(_same_dir(found.command.temp_dir, t) for t in temps):
+            if temps and not any(_same_dir(found.command.temp_dir, t) for t in temps):
                 continue  # a plotter working elsewhere is not ours to count or stop
             if any(j.pid == found.pid for j in store.jobs([RUNNING])):
                 continue
@@ -376,14 +377,16 @@ def gather_space(jobs: PlotJobSettings) -> tuple[dict[Path, int], dict[Path, int
     return temps, outputs
 
 
-def active_jobs(running: list[tuple[JobRecord, JobProgress]]) -> list[ActiveJob]:
+def active_jobs(store: JobStore, running: list[tuple[JobRecord, JobProgress]]) -> list[ActiveJob]:
     actives = []
     for job, progress in running:
         if job.temp_dir is None:
             continue
-        written = progress.state == "completed"
+        owned = job_files.owned_files([job.temp_dir], progress.plot_id or job.plot_id,
+                                      store.remembered_files(job.job_id))
         actives.append(ActiveJob(temp_dir=job.temp_dir, dest_dir=job.dest_dir, phase=progress.phase,
-                                 started_at=job.started_at, plot_written=written))
+                                 started_at=job.started_at, plot_written=progress.state == "completed",
+                                 temp_bytes=job_files.bytes_used(owned)))
     return actives
 
 
@@ -408,7 +411,7 @@ def _start_what_fits(settings: Settings, store: JobStore, notifier: Notifier,
                      running: list[tuple[JobRecord, JobProgress]], clock: Clock) -> tuple[list[JobRecord], Refusal | None]:
     jobs = settings.plotter.jobs
     plot_bytes = expected_plot_size(jobs.k, jobs.compression)
-    actives = active_jobs(running)
+    actives = active_jobs(store, running)
     last_starts = store.last_starts()
     started: list[JobRecord] = []
     while True:

@@ -9,7 +9,7 @@ The rules, in the order they are checked (the first that says no is the reason g
 2. jobs in phase 1 at once (``max_phase1_jobs``);
 3. minutes since the last start anywhere (``min_minutes_between_starts``);
 4. per temp directory: its own max jobs, max phase-1 jobs, minutes since its last start, and
-   free space for one more job;
+   free space for one more job after what its running jobs will still grow by;
 5. a destination: the output directory with the most room that can hold one more plot,
    counting plots that running jobs will still write there.
 "Start early": a job past ``start_early_phase`` no longer counts in 1, 2 and 4. The destination
@@ -36,6 +36,8 @@ class ActiveJob:
     started_at: float
     # True once its plot is complete in the destination (it no longer needs room there).
     plot_written: bool = False
+    # Bytes its temp files take now (it grows to the per-job need until phase 2 ends).
+    temp_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ def counts_against_limits(job: ActiveJob, start_early_phase: int) -> bool:
 
 def in_phase1(job: ActiveJob) -> bool:
     return job.phase is None or job.phase <= 1
+
+
+def temp_still_needed(job: ActiveJob, need: int) -> int:
+    """Temp space a job will still take: it grows until its peak (phases 1-2), then shrinks."""
+    if job.phase is not None and job.phase >= 3:
+        return 0
+    return max(0, need - job.temp_bytes)
 
 
 def _minutes(seconds: float) -> str:
@@ -135,8 +144,10 @@ def next_start(
         if last is not None and own_stagger > 0 and now - last < own_stagger:
             why_not.append(f"{temp.path}: min_minutes_between_starts, next in {_minutes(own_stagger - (now - last))}")
             continue
-        if temp_dirs_free[temp.path] < need:
-            why_not.append(f"{temp.path}: {temp_dirs_free[temp.path]} bytes free, a job needs {need}")
+        promised = sum(temp_still_needed(j, need) for j in jobs if j.temp_dir == temp.path)
+        if temp_dirs_free[temp.path] - promised < need:
+            why_not.append(f"{temp.path}: {temp_dirs_free[temp.path]} bytes free, {promised} promised to its "
+                           f"running jobs, a new job needs {need}")
             continue
         # Fewest jobs first, then the one idle longest, then configuration order.
         candidates.append((len(here), last if last is not None else float("-inf"), order, temp.path))
