@@ -1,0 +1,162 @@
+"""Replotting for plot jobs: one old OG plot makes room for one new plot, never a pool plot.
+
+The decision is checked as a pure function first; then on a real loop-mounted ext4 drive
+holding real chiapos OG and pool plots (and files that only look like plots), filled so the
+incoming plot does not fit, the action must delete exactly the oldest OG plot, record it, and
+never a second one for the same job or while another job's room is still pending.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.loopdrives import LoopDrives, requires_root_and_loop
+from tests.support.plotmaker import cached_plot, copy_plot, plot_name
+from utilities.errors import DriveError
+from utilities.plot_jobs.replot import ACTION_DELETE, ACTION_IMPOSSIBLE, ACTION_NONE, make_room_for_job, plan_replot
+from utilities.plots import KIND_OG, read_plot_header
+from utilities.replace import OgPlot
+from utilities.state import StateDB
+
+GIB = 1 << 30
+
+
+def og(name: str, size: int, mtime: float) -> OgPlot:
+    return OgPlot(Path("/farm/d0") / name, size, mtime)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure decision
+# ---------------------------------------------------------------------------------------------
+
+
+def test_plan_does_nothing_when_the_plot_fits() -> None:
+    plan = plan_replot(
+        free_bytes=102 * GIB, incoming_bytes=101 * GIB, pending_bytes=0, candidates=[og("a", 101 * GIB, 1)]
+    )
+    assert (plan.action, plan.victim) == (ACTION_NONE, None)
+
+
+def test_plan_deletes_the_first_oldest_candidate_only() -> None:
+    oldest, newer = og("old", 101 * GIB, 1), og("new", 101 * GIB, 2)
+    plan = plan_replot(free_bytes=5 * GIB, incoming_bytes=101 * GIB, pending_bytes=0, candidates=[oldest, newer])
+    assert (plan.action, plan.victim) == (ACTION_DELETE, oldest)
+    assert "old" in plan.reason
+
+
+def test_plan_counts_room_promised_to_other_jobs() -> None:
+    # 110 GiB free fits one plot, but another job in its final phase already counts on 101 GiB.
+    candidates = [og("a", 101 * GIB, 1)]
+    assert plan_replot(110 * GIB, 101 * GIB, 0, candidates).action == ACTION_NONE
+    plan = plan_replot(110 * GIB, 101 * GIB, 101 * GIB, candidates)
+    assert (plan.action, plan.victim) == (ACTION_DELETE, candidates[0])
+
+
+def test_plan_refuses_when_one_deletion_is_not_enough_or_nothing_to_delete() -> None:
+    small = og("small-k25", 600 << 20, 1)
+    plan = plan_replot(1 * GIB, 101 * GIB, 0, [small])
+    assert (plan.action, plan.victim) == (ACTION_IMPOSSIBLE, None)
+    assert "not enough" in plan.reason
+    plan = plan_replot(1 * GIB, 101 * GIB, 0, [])
+    assert (plan.action, plan.victim) == (ACTION_IMPOSSIBLE, None)
+    assert "no old OG plot" in plan.reason
+
+
+@pytest.mark.parametrize("incoming, pending", [(0, 0), (-1, 0), (10, -1)])
+def test_plan_rejects_nonsense_sizes(incoming: int, pending: int) -> None:
+    with pytest.raises(ValueError):
+        plan_replot(1, incoming, pending, [])
+
+
+# ---------------------------------------------------------------------------------------------
+# On a real drive
+# ---------------------------------------------------------------------------------------------
+
+
+def _stage(drive: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """OG plots (oldest first), pool plots older than all of them, and decoys older still."""
+    ogs = [copy_plot("og", drive) for _ in range(3)]
+    for age, path in enumerate(ogs):
+        os.utime(path, (2_000_000 + age, 2_000_000 + age))
+    pools = [copy_plot("pool", drive) for _ in range(2)]
+    for age, path in enumerate(pools):
+        os.utime(path, (1_500_000 + age, 1_500_000 + age))
+    # A plot-named file with a broken header and an OG plot under a non-plot name: neither may go.
+    broken = drive / plot_name(18, b"\x01" * 32)
+    broken.write_bytes(b"not a plot header" * 100)
+    hidden_og = drive / "backup-of-og.bin"
+    hidden_og.write_bytes(cached_plot("og").read_bytes())
+    decoys = [broken, hidden_og]
+    for path in decoys:
+        os.utime(path, (1_000_000, 1_000_000))
+    return ogs, pools, decoys
+
+
+def _replaced(db: StateDB) -> list[tuple[str, str]]:
+    return [(row[0], row[1]) for row in db.query("SELECT path, reason FROM replaced_plots ORDER BY deleted_at")]
+
+
+@pytest.mark.root
+@requires_root_and_loop
+def test_one_oldest_og_plot_per_job_never_pool_never_twice(tmp_path: Path) -> None:
+    plot_size = max(cached_plot("og").stat().st_size, cached_plot("pool").stat().st_size)
+    with LoopDrives(tmp_path / "mnt", ["replot0"], size_mb=48) as drives, StateDB(tmp_path / "state.db") as db:
+        drive = drives.drives[0]
+        d0 = drive.mountpoint
+        ogs, pools, decoys = _stage(d0)
+        assert all(read_plot_header(p).kind == KIND_OG for p in ogs)
+
+        # Room for exactly one plot: nothing is deleted.
+        drives.fill_for_plots(drive, 1, plot_size)
+        assert make_room_for_job(d0, plot_size, db, job_id="job-fits") is None
+        assert all(p.exists() for p in ogs + pools + decoys)
+
+        # No room: the oldest OG plot goes (not the older pool plots, not the decoys), recorded.
+        drives.unfill(drive)
+        drives.fill_for_plots(drive, 0, plot_size)
+        assert make_room_for_job(d0, plot_size, db, job_id="job-a") == ogs[0]
+        assert not ogs[0].exists()
+        assert all(p.exists() for p in ogs[1:] + pools + decoys)
+        assert _replaced(db) == [(str(ogs[0]), f"replot: room for a {plot_size}-byte plot for job job-a")]
+
+        # The same job seen again in its final phase (next cron run) deletes nothing more, even
+        # though the drive has been filled up again meanwhile.
+        drives.unfill(drive)
+        drives.fill_for_plots(drive, 0, plot_size)
+        assert make_room_for_job(d0, plot_size, db, job_id="job-a") is None
+        assert all(p.exists() for p in ogs[1:])
+
+        # A second job while the first one's room is still pending: the next oldest goes.
+        drives.unfill(drive)
+        drives.fill_for_plots(drive, 1, plot_size)  # room for job-a's plot only
+        assert make_room_for_job(d0, plot_size, db, pending_bytes=plot_size, job_id="job-b") == ogs[1]
+        assert ogs[2].exists() and all(p.exists() for p in pools + decoys)
+        assert [path for path, _ in _replaced(db)] == [str(ogs[0]), str(ogs[1])]
+
+
+@pytest.mark.root
+@requires_root_and_loop
+def test_impossible_room_deletes_nothing_and_says_why(tmp_path: Path) -> None:
+    plot_size = max(cached_plot("og").stat().st_size, cached_plot("pool").stat().st_size)
+    with LoopDrives(tmp_path / "mnt", ["replot1"], size_mb=32) as drives, StateDB(tmp_path / "state.db") as db:
+        drive = drives.drives[0]
+        d0 = drive.mountpoint
+        pools = [copy_plot("pool", d0) for _ in range(2)]
+        drives.fill_for_plots(drive, 0, plot_size)
+        with pytest.raises(DriveError, match="no old OG plot"):
+            make_room_for_job(d0, plot_size, db, job_id="job-pool-only")
+        assert all(p.exists() for p in pools)
+
+        # One OG plot cannot make room for three plots' worth: it stays.
+        drives.unfill(drive)
+        only_og = copy_plot("og", d0)
+        drives.fill_for_plots(drive, 0, plot_size)
+        with pytest.raises(DriveError, match="not enough"):
+            make_room_for_job(d0, plot_size, db, pending_bytes=2 * plot_size, job_id="job-too-big")
+        assert only_og.exists() and all(p.exists() for p in pools)
+        assert _replaced(db) == []
+        # A refused job is not marked handled: once room can be made, it gets its one deletion.
+        assert make_room_for_job(d0, plot_size, db, job_id="job-too-big") == only_og
