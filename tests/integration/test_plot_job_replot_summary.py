@@ -113,3 +113,24 @@ def _summary_case(tmp_path: Path, server: SMTPTestServer) -> None:
         assert "plotter1" in mail.message["Subject"] and "12.0" in body and "50.0 min" in body
         assert maybe_send_summary(settings, db, store, notifier, t0 + 6 * 3600 + 60) is None  # once per period
         assert len(server.received) == 1
+
+
+def test_room_promised_to_another_job_is_not_taken(tmp_path: Path, full_drive: Path) -> None:
+    """Job A's room was made already (its plot is not written yet); job B must not count that
+    space as free: one more OG deletion cannot make room for both, so nothing is deleted."""
+    olds = [copy_plot("og", full_drive) for _ in range(2)]
+    free = os.statvfs(full_drive).f_bavail * os.statvfs(full_drive).f_frsize
+    (full_drive / "filler.bin").write_bytes(b"\0" * max(0, free - 1024 * 1024))
+    settings = _settings(tmp_path, replot={"enabled": True, "directories": [str(full_drive)]})
+    progress = parse_progress("chia", PHASE_LOG[4])
+    with StateDB(settings.database_path) as db:
+        store = JobStore(db)
+        a = _job(tmp_path, full_drive, 4)
+        store.add(a)
+        assert store.claim_replot(a.job_id)
+        b = JobRecord("r2", 2, 0.0, time.time(), "chia", ("chia",), tmp_path, None, full_drive, a.log_path, replot=True)
+        store.add(b)
+        assert replot_if_due(settings, store, b, progress, db, [(a, progress), (b, progress)]) is None
+        assert all(p.exists() for p in olds)
+        result = store.get("r2")
+        assert result is not None and (result.replot_result or "").startswith("error:")

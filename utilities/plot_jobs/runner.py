@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -320,8 +320,13 @@ def list_jobs(settings: Settings, db: StateDB, notifier: Notifier, clock: Clock 
 # -- replot -------------------------------------------------------------------------------------
 
 
-def replot_if_due(settings: Settings, store: JobStore, job: JobRecord, progress: JobProgress, db: StateDB) -> Path | None:
-    """When a replot job enters its final phase, make room for its plot, once per job, ever."""
+def replot_if_due(settings: Settings, store: JobStore, job: JobRecord, progress: JobProgress, db: StateDB,
+                  running: Sequence[tuple[JobRecord, JobProgress]] = ()) -> Path | None:
+    """When a replot job enters its final phase, make room for its plot, once per job, ever.
+
+    Other running jobs to the same drive whose room was already made (their final phase began,
+    their plot is not written yet) have that room promised: it is not free for this one.
+    """
     if not job.replot or job.dest_dir is None or job.replot_claimed_at is not None:
         return None
     if not is_final_phase(progress):
@@ -331,8 +336,14 @@ def replot_if_due(settings: Settings, store: JobStore, job: JobRecord, progress:
     if not store.claim_replot(job.job_id):
         return None  # another run got there first
     jobs = settings.plotter.jobs
+    plot_bytes = expected_plot_size(jobs.k, jobs.compression)
+    promised = sum(1 for other, other_progress in running
+                   if other.job_id != job.job_id and other.dest_dir == job.dest_dir
+                   and (store.get(other.job_id) or other).replot_claimed_at is not None
+                   and other_progress.state not in ("completed", "aborted"))
     try:
-        deleted = make_room_for_job(job.dest_dir, expected_plot_size(jobs.k, jobs.compression), db)
+        deleted = make_room_for_job(job.dest_dir, plot_bytes, db, pending_bytes=promised * plot_bytes,
+                                    job_id=job.job_id)
     except (PlotManagerError, OSError) as exc:
         store.set_replot_result(job.job_id, f"error: {exc}")
         log.warning("replot for job %s: %s", job.job_id, exc)
@@ -400,7 +411,7 @@ def run_jobs_pass(settings: Settings, db: StateDB, notifier: Notifier, *, start:
     running, outcome.ended = reconcile(settings, store, notifier, now)
     with_progress = [(job, job_progress(job)) for job in running]
     for job, progress in with_progress:
-        replot_if_due(settings, store, job, progress, db)
+        replot_if_due(settings, store, job, progress, db, with_progress)
     if start and jobs.enabled:
         outcome.started, outcome.refusal = _start_what_fits(settings, store, notifier, with_progress, clock)
     maybe_send_summary(settings, db, store, notifier, clock())
