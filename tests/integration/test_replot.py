@@ -160,3 +160,22 @@ def test_impossible_room_deletes_nothing_and_says_why(tmp_path: Path) -> None:
         assert _replaced(db) == []
         # A refused job is not marked handled: once room can be made, it gets its one deletion.
         assert make_room_for_job(d0, plot_size, db, job_id="job-too-big") == only_og
+
+
+@pytest.mark.root
+@requires_root_and_loop
+def test_the_jobs_own_partial_file_on_the_drive_counts_as_room_already_taken(tmp_path: Path) -> None:
+    """bladebit writes <name>.plot.tmp into the destination itself: only the rest is needed."""
+    plot_size = max(cached_plot("og").stat().st_size, cached_plot("pool").stat().st_size)
+    with LoopDrives(tmp_path / "mnt", ["replot2"], size_mb=32) as drives, StateDB(tmp_path / "state.db") as db:
+        drive = drives.drives[0]
+        d0 = drive.mountpoint
+        old = copy_plot("og", d0)
+        plot_id = "ab" * 32
+        partial = d0 / (plot_name(18, bytes.fromhex(plot_id)) + ".tmp")
+        partial.write_bytes(os.urandom(plot_size * 3 // 4))
+        drives.fill(drive, plot_size // 2)  # the last quarter fits, a whole plot would not
+        assert make_room_for_job(d0, plot_size, db, job_id="bb-1", plot_id=plot_id) is None
+        assert old.exists()
+        # Without knowing its own file the same job would have deleted an OG plot for nothing.
+        assert make_room_for_job(d0, plot_size, db, job_id="bb-2") == old

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from utilities.errors import DriveError
 from utilities.locking import exclusive_lock
+from utilities.plots import is_finished_plot_name
 from utilities.replace import OgPlot, make_room_for, needs_room, og_plots
 from utilities.state import StateDB
 
@@ -88,6 +89,30 @@ def free_bytes_of(directory: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def bytes_already_written(dest_dir: Path, plot_id: str) -> int:
+    """Disk space the job's own unfinished file(s) in ``dest_dir`` already take.
+
+    bladebit writes ``<name>.plot.tmp`` straight into the destination, and a chia or madMAx copy
+    in progress leaves ``.2.tmp`` / ``.plot.tmp`` there: that space is already off the drive's
+    free figure, so counting the whole plot again would delete an OG plot for nothing.
+    Allocated blocks, not the apparent size, because that is what free space reflects.
+    """
+    plot_id = plot_id.lower()
+    total = 0
+    try:
+        entries = list(os.scandir(dest_dir))
+    except OSError as exc:
+        raise DriveError(f"cannot list {dest_dir}: {exc.strerror}") from None
+    for entry in entries:
+        name = entry.name.lower()
+        if plot_id in name and not is_finished_plot_name(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                total += entry.stat(follow_symlinks=False).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
 def make_room_for_job(
     dest_dir: Path,
     incoming_bytes: int,
@@ -95,17 +120,24 @@ def make_room_for_job(
     *,
     pending_bytes: int = 0,
     job_id: str | None = None,
+    plot_id: str | None = None,
 ) -> Path | None:
     """Delete the oldest OG plot in ``dest_dir`` if (and only if) the job's plot would not fit.
 
     Returns the deleted plot's path, or None when no deletion was needed (or ``job_id`` was
-    already handled).  ``incoming_bytes`` is what the job still has to write into ``dest_dir``
-    (a plotter writing its ``.tmp`` there directly has used part of it already).  Raises
+    already handled).  ``incoming_bytes`` is the plot's size; with ``plot_id`` the part the job
+    has already written into ``dest_dir`` is subtracted (``bytes_already_written``).  Raises
     DriveError when room is needed but one OG plot cannot provide it; nothing is deleted then.
     """
     handled_key = _HANDLED_KEY.format(job=job_id) if job_id else None
     with exclusive_lock(db.path.parent / _LOCK_NAME, "replot decision", wait=True):
         if handled_key and db.get(handled_key) is not None:
+            return None
+        if plot_id:
+            incoming_bytes -= bytes_already_written(dest_dir, plot_id)
+        if incoming_bytes <= 0:
+            if handled_key:
+                db.set(handled_key, "")
             return None
         plan = plan_replot(free_bytes_of(dest_dir), incoming_bytes, pending_bytes, og_plots(dest_dir))
         log.debug("replot plan for %s: %s", dest_dir, plan.reason)
