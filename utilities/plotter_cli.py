@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 from utilities.config import Settings
 from utilities.errors import LockBusy, PlotManagerError, UsageError
 from utilities.locking import exclusive_lock
-from utilities.metrics import plotter_metrics, write_textfile
 from utilities.notify import Notifier
-from utilities.plot_finder import FinishedPlot
-from utilities.plotter import PlotterOutcome, run_plotter_pass
 from utilities.state import StateDB
 
 if TYPE_CHECKING:
+    from utilities.plot_finder import FinishedPlot
     from utilities.plot_jobs.runner import PassOutcome
+    from utilities.plotter import PlotterOutcome
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +127,11 @@ def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: 
         if jobs_outcome is not None and not settings.farm.harvesters:
             log.info("farm.harvesters is empty: plot jobs only, no transfers")
             return 0
+        # Imported here: the transfer machinery (paramiko, netcat streams) is not needed by the
+        # plot job flags, which --loop and remote --jobs calls run often.
+        from utilities.metrics import plotter_metrics, write_textfile
+        from utilities.plotter import run_plotter_pass
+
         progress = terminal_progress if args.send and sys.stderr.isatty() else logged_progress
         if args.send:
             outcome = run_plotter_pass(settings, db, notifier, only_path=Path(args.send), only_harvester=args.to,

@@ -236,3 +236,20 @@ def test_job_flags_are_checked(farm: JobsFarm) -> None:
     farm.configure(enabled=False)
     off = farm.run("--start-jobs")
     assert off.returncode == 2 and "plotter.jobs.enabled" in off.stderr
+
+
+@pytest.mark.parametrize("program", ["madmax", "bladebit"])
+def test_other_plotter_programs_run_and_report_their_phases(farm: JobsFarm, program: str) -> None:
+    """madMAx and bladebit command lines from the built-in templates, read back from their logs."""
+    farm.configure(program=program, max_jobs=1)
+    assert farm.run("--start-jobs").returncode == 0
+    ((job_id, pid, created, *_),) = farm.records()
+    farm.open_gate(pid, 2)
+    wait_until(f"{program} job held before phase 3", lambda: farm.held_at(pid, 3))
+    (row,) = farm.jobs()
+    assert (row["job_id"], row["program"], row["phase"], row["state"]) == (job_id, program, 2, "running")
+    farm.open_gate(pid, 4)
+    wait_until(f"{program} job to finish", lambda: not alive(pid, created))
+    (row,) = farm.jobs()
+    assert row["state"] == "completed", row
+    assert [p.name for p in farm.out.iterdir() if is_finished_plot_name(p.name)] == [row["plot_name"]]
