@@ -316,6 +316,8 @@ def test_destination_on_another_filesystem_is_copied_then_renamed(bin_dir: Path,
         (["bladebit_cuda", "-f", FARMER_KEY, "ramplot", "."], "cudaplot"),
         (["chia_plot", "-k", "32"], "k 18..24"),
         (["chia_plot", "-k", "18", "-p", POOL_KEY, "-c", CONTRACT], "only one"),
+        (["chia_plot", "-k", "18", "-t", "/tmp", "-f", FARMER_KEY, "-p", POOL_KEY], "needs trailing '/'"),
+        (["bladebit_cuda", "-c", CONTRACT, "cudaplot", "--disk-128", "-t1", "/tmp", "/tmp"], "uncompressed"),
     ],
 )
 def test_bad_command_lines_are_refused_like_the_real_programs(
@@ -339,3 +341,26 @@ def test_install_writes_executables_that_quote_their_paths(tmp_path: Path) -> No
         [str(made["chia_plot"]), "--nope"], capture_output=True, text=True, timeout=DEADLINE_SECONDS
     )
     assert result.returncode == 2 and "unknown option" in result.stderr
+
+
+def test_madmax_with_several_plots_finishes_the_current_one_on_sigterm(bin_dir: Path, tmp_path: Path) -> None:
+    tmp, tmp2, dest = _dirs(tmp_path / "job")
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    argv = _argv(SHAPES[1], tmp, tmp2, dest)
+    argv[argv.index("-n") + 1] = "3"
+    (gates / "all.phase1").touch()
+    proc = _start(argv, _env(bin_dir, FAKE_PLOTTER_GATE_DIR=str(gates)), tmp_path)
+    try:
+        _wait_for(lambda: list(gates.glob("*.waiting_phase2")), "the first plot to wait at phase 2")
+        proc.send_signal(signal.SIGTERM)  # once: finish this plot, start no other
+        (gates / "all.phase4").touch()
+        out, _ = proc.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    assert "The crafting of plots will stop after the creation and copy of the current plot" in out
+    assert out.count("Crafting plot") == 1
+    plots = [p for p in dest.iterdir() if is_finished_plot_name(p.name)]
+    assert len(plots) == 1
+    assert parse_progress("madmax", out.splitlines()).state == "completed"

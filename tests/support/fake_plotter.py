@@ -33,7 +33,11 @@ bladebit is k32-only; the fake's bladebit defaults to k=18 (``FAKE_PLOTTER_BLADE
 also takes ``-k N`` among its global options.  k above 24 is refused (it would take hours).
 
 SIGTERM keeps its default action (the process ends at once, temporary files stay), which is
-what the real plotters do; cleaning up after a stopped job is the manager's business.
+what the real plotters do; cleaning up after a stopped job is the manager's business.  Like
+madMAx, ``chia_plot`` with ``-n`` other than 1 instead finishes the current plot on the first
+SIGTERM/SIGINT and exits at once on a second one within a second.  Also as in the real
+programs: madMAx refuses directories without a trailing slash, and bladebit's ``--disk-128`` /
+``--disk-16`` refuse uncompressed plots (``--compress 0``).
 """
 
 from __future__ import annotations
@@ -503,6 +507,15 @@ def _fill(req: Request, opts: dict[str, str]) -> Request:
     return req
 
 
+def _check_madmax_dirs(opts: dict[str, str]) -> None:
+    """madMAx joins its directories and file names by plain string concatenation, so it refuses
+    a directory without a trailing slash ("Invalid tmpdir: ... (needs trailing '/' or '\\')")."""
+    for key, label in (("tmp", "tmpdir"), ("tmp2", "tmpdir2"), ("final", "finaldir")):
+        value = opts.get(key)
+        if value is not None and not value.endswith(("/", "\\")):
+            raise UsageError(f"Invalid {label}: {value} (needs trailing '/' or '\\')")
+
+
 def _parse_bladebit(args: _Args, front_end: str) -> Request:
     """``bladebit[_cuda] [global options] ramplot|diskplot|cudaplot [options] <out_dir>``."""
     opts = _parse_options(args, _BLADEBIT_GLOBAL, _BLADEBIT_GLOBAL_FLAGS, lambda t: t in BLADEBIT_COMMANDS)
@@ -523,6 +536,9 @@ def _parse_bladebit(args: _Args, front_end: str) -> Request:
         raise UsageError("diskplot needs a temporary directory (-t1)")
     if (opts.get("disk128") or opts.get("disk16")) and not req.tmp_dir:
         raise UsageError("--disk-128/--disk-16 need -t1 and -t2")
+    if (opts.get("disk128") or opts.get("disk16")) and req.compression <= 0:
+        # CudaPlotter.cu refuses this combination at start-up.
+        raise UsageError("Cannot plot classic (uncompressed) plots in 128G or 64G mode.")
     req.tmp2_dir = req.tmp2_dir or req.tmp_dir
     return req
 
@@ -553,11 +569,13 @@ def parse_command_line(program: str, argv: list[str]) -> Request:
             args.pos = 2
             opts = _parse_options(args, _MADMAX_OPTIONS, _MADMAX_FLAGS, lambda t: False)
             req = _fill(Request("madmax", buckets=256, front_end="chia plotters"), opts)
+            _check_madmax_dirs(opts)
         else:
             raise UsageError(f"unsupported chia command: {' '.join(argv[:3]) or '(none)'}")
     elif program == "chia_plot":
         opts = _parse_options(args, _MADMAX_OPTIONS, _MADMAX_FLAGS, lambda t: False)
         req = _fill(Request("madmax", buckets=256), opts)
+        _check_madmax_dirs(opts)
     elif program in ("bladebit", "bladebit_cuda"):
         req = _parse_bladebit(args, "")
         if program == "bladebit_cuda" and req.bladebit_command != "cudaplot":
@@ -900,6 +918,11 @@ def plot_madmax(req: Request, index: int) -> None:
     say(f"Phase 4 took {time.monotonic() - phase_start:.4f} sec, final plot size is {size} bytes")
     total = time.monotonic() - started
     say(f"Total plot creation time was {total:.4f} sec ({total / 60:.4f} min)")
+    if req.final_dir == req.tmp_dir:
+        # madMAx copies only when the final directory differs from the temp directory; else the
+        # finished plot stays in temp dir 2 under its final name and nothing more is printed.
+        os.rename(work, req.tmp2_dir / final.name)
+        return
     say(f"Started copy to {final}")
     if move_into_place(work, final):
         took = _copy_then_rename(work, final.with_name(final.name + ".tmp"), final)
@@ -1054,6 +1077,29 @@ def plot_bladebit(req: Request, index: int) -> None:
 # Entry point
 # ---------------------------------------------------------------------------------------------
 
+_graceful_exit = False
+_last_interrupt = 0.0
+
+
+def _madmax_interrupt(signum: int, frame: object) -> None:
+    """madMAx with -n != 1 finishes the current plot on SIGINT/SIGTERM; twice within a second
+    exits at once (status -4), leaving the temporary files."""
+    global _graceful_exit, _last_interrupt
+    now = time.monotonic()
+    if now - _last_interrupt <= 1.0:
+        say("", "Double Ctrl-C pressed, exiting now!")
+        os._exit(252)
+    _last_interrupt = now
+    if not _graceful_exit:
+        say(
+            "",
+            "*" * 88,
+            "**  The crafting of plots will stop after the creation and copy of the current plot.  **",
+            "*" * 88,
+        )
+        _graceful_exit = True
+
+
 _PLOTTERS: dict[str, Callable[[Request, int], None]] = {
     "chia": plot_chia,
     "madmax": plot_madmax,
@@ -1078,7 +1124,13 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{program}: error: {exc}", file=sys.stderr)
         return 2
+    if req.program == "madmax" and req.count != 1:
+        signal.signal(signal.SIGINT, _madmax_interrupt)
+        signal.signal(signal.SIGTERM, _madmax_interrupt)
     for index in range(req.count):
+        if _graceful_exit:
+            say("", "Process has been interrupted, waiting for copy/rename operations to finish ...")
+            break
         _PLOTTERS[req.program](req, index)
     return 0
 
