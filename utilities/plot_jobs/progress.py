@@ -84,6 +84,10 @@ _ABORT_RE = re.compile(
 )
 
 
+# The bulk of a chia log (128 bucket lines per table) says nothing about progress.
+_NOISE = ("\tBucket ", "Progress update: ", "\tTotal matches", "  Table ", "Table 1 I/O", "\tP")
+
+
 def _clean(line: str) -> str:
     line = line.rstrip("\r\n").rstrip()
     return _PREFIX_RE.sub("", line, count=1)
@@ -411,7 +415,7 @@ def parse_progress(program: str, lines: Iterable[str]) -> JobProgress:
     builder = _Builder(dialect)
     for raw in lines:
         line = _clean(raw)
-        if not line:
+        if not line or line.startswith(_NOISE):
             continue
         if _ABORT_RE.search(line):
             builder.abort()
