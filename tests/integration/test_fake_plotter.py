@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_plotter import encode_puzzle_hash, install_fake_plotters
+from tests.support.fake_plotter import encode_puzzle_hash, held_at, install_fake_plotters, release
 from utilities.plot_jobs.progress import detect_program, is_final_phase, parse_progress
 from utilities.plots import KIND_OG, KIND_POOL, is_finished_plot_name, plot_size_fits, read_plot_header
 
@@ -242,16 +242,16 @@ def test_gate_holds_a_job_and_sigterm_leaves_its_temp_files(bin_dir: Path, tmp_p
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: list(gates.glob("*.waiting_phase1")), "the job to wait at phase 1")
-        (marker,) = gates.glob("*.waiting_phase1")
-        plot_id = marker.name.split(".")[0]
-        assert marker.read_text().strip() == str(proc.pid)
+        _wait_for(lambda: held_at(gates, 1), "the job to wait at phase 1")
+        ((plot_id, pid),) = held_at(gates, 1).items()
+        assert pid == proc.pid
+        marker = gates / f"{plot_id}.waiting_phase1"
         held = parse_progress("chia", log_path.read_text().splitlines())
         assert held.phase is None and held.state == "starting" and held.plot_id == plot_id
         assert held.temp_dirs == (str(tmp), str(tmp2))
 
-        (gates / f"{plot_id}.phase2").touch()  # run phases 1 and 2, hold before 3
-        _wait_for(lambda: (gates / f"{plot_id}.waiting_phase3").exists(), "the job to wait at phase 3")
+        release(gates, 2, key=plot_id)  # run phases 1 and 2, hold before 3
+        _wait_for(lambda: plot_id in held_at(gates, 3), "the job to wait at phase 3")
         assert not marker.exists()
         held = parse_progress("chia", log_path.read_text().splitlines())
         assert (held.phase, held.subphase, held.state) == (2, "2.6", "running")

@@ -630,6 +630,23 @@ def chia_log(message: str) -> None:
     say(f"{log_stamp()} chia.plotting.create_plots       : INFO     {message}")
 
 
+def release(gate_dir: Path, phase: int, key: str = "all") -> None:
+    """Test side: let jobs matching ``key`` (all, a plot id, a pid, a job tag) run up to and
+    including ``phase`` (4 = to the end)."""
+    if not 1 <= phase <= 4:
+        raise ValueError(f"phase must be 1..4, got {phase}")
+    (gate_dir / f"{key}.phase{phase}").touch()
+
+
+def held_at(gate_dir: Path, phase: int) -> dict[str, int]:
+    """Test side: plot id -> pid of every job now waiting at the gate before ``phase``."""
+    held = {}
+    for marker in gate_dir.glob(f"*.waiting_phase{phase}"):
+        with contextlib.suppress(OSError, ValueError):
+            held[marker.name.split(".", 1)[0]] = int(marker.read_text().strip())
+    return held
+
+
 def wait_for_gate(phase: int, plot_id: str) -> None:
     """Block before phase ``phase`` until a gate file allows it (no-op without a gate dir)."""
     gate_dir = os.environ.get(GATE_DIR_ENV)
