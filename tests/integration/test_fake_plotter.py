@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_plotter import encode_puzzle_hash, held_at, install_fake_plotters, release
+from tests.support.fake_plotter import encode_puzzle_hash, fail, held_at, install_fake_plotters, release
 from utilities.plot_jobs.progress import detect_program, is_final_phase, parse_progress
 from utilities.plots import KIND_OG, KIND_POOL, is_finished_plot_name, plot_size_fits, read_plot_header
 
@@ -364,3 +364,29 @@ def test_madmax_with_several_plots_finishes_the_current_one_on_sigterm(bin_dir: 
     plots = [p for p in dest.iterdir() if is_finished_plot_name(p.name)]
     assert len(plots) == 1
     assert parse_progress("madmax", out.splitlines()).state == "completed"
+
+
+def test_one_held_job_can_be_made_to_crash_by_its_plot_id(bin_dir: Path, tmp_path: Path) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    release(gates, 1)
+    procs = []
+    try:
+        for name in ("a", "b"):
+            tmp, tmp2, dest = _dirs(tmp_path / name)
+            procs.append(
+                _start(_argv(SHAPES[0], tmp, tmp2, dest), _env(bin_dir, FAKE_PLOTTER_GATE_DIR=str(gates)), tmp_path)
+            )
+        _wait_for(lambda: len(held_at(gates, 2)) == 2, "both jobs to wait at phase 2")
+        by_pid = {pid: plot_id for plot_id, pid in held_at(gates, 2).items()}
+        doomed, spared = procs[0], procs[1]
+        fail(gates, 2, key=by_pid[doomed.pid])
+        release(gates, 4)
+        doomed_out, _ = doomed.communicate(timeout=DEADLINE_SECONDS)
+        spared_out, _ = spared.communicate(timeout=DEADLINE_SECONDS)
+    finally:
+        for proc in procs:
+            _stop(proc)
+    assert doomed.returncode == 1 and spared.returncode == 0
+    assert parse_progress("chia", doomed_out.splitlines()).state == "aborted"
+    assert parse_progress("chia", spared_out.splitlines()).state == "completed"

@@ -26,8 +26,9 @@ Test control, without sleeps:
   ``<plot id>.phase2`` holds one job just before phase 3.  While waiting it creates
   ``<gate_dir>/<plot id>.waiting_phaseN`` (content: the pid; removed when released) so a test
   can wait for "the job is now held at phase N" without parsing logs.
-* ``FAKE_PLOTTER_FAIL_AT=phaseN`` (N in 1..4): the plotter enters phase N, prints an error and
-  exits with status 1, leaving its temporary files behind, like a crashed plotter.
+* ``FAKE_PLOTTER_FAIL_AT=phaseN`` (N in 1..4), or for one job a file ``<gate_dir>/<key>.failN``
+  (``fail()``): at the gate of phase N the plotter prints an error and exits with status 1,
+  leaving its temporary files behind, like a crashed plotter.
 
 bladebit is k32-only; the fake's bladebit defaults to k=18 (``FAKE_PLOTTER_BLADEBIT_K``) and
 also takes ``-k N`` among its global options.  k above 24 is refused (it would take hours).
@@ -647,16 +648,21 @@ def held_at(gate_dir: Path, phase: int) -> dict[str, int]:
     return held
 
 
+def _gate_keys(plot_id: str) -> list[str]:
+    keys = ["all", plot_id, str(os.getpid())]
+    tag = os.environ.get(JOB_TAG_ENV)
+    if tag:
+        keys.append(tag)
+    return keys
+
+
 def wait_for_gate(phase: int, plot_id: str) -> None:
     """Block before phase ``phase`` until a gate file allows it (no-op without a gate dir)."""
     gate_dir = os.environ.get(GATE_DIR_ENV)
     if not gate_dir:
         return
     gates = Path(gate_dir)
-    keys = ["all", plot_id, str(os.getpid())]
-    tag = os.environ.get(JOB_TAG_ENV)
-    if tag:
-        keys.append(tag)
+    keys = _gate_keys(plot_id)
     names = [f"{key}.phase{m}" for key in keys for m in range(phase, 5)]
     marker = gates / f"{plot_id}.waiting_phase{phase}"
     marked = False
@@ -671,11 +677,25 @@ def wait_for_gate(phase: int, plot_id: str) -> None:
             marker.unlink()
 
 
-def maybe_fail(phase: int) -> None:
-    wanted = os.environ.get(FAIL_AT_ENV, "").strip().lower()
-    if wanted == f"phase{phase}":
-        say(f"Caught plotting error: injected failure in phase {phase} ({FAIL_AT_ENV}={wanted})")
-        print(f"fake plotter: failing in phase {phase} as {FAIL_AT_ENV} asks", file=sys.stderr, flush=True)
+def fail(gate_dir: Path, phase: int, key: str) -> None:
+    """Test side: make the job(s) matching ``key`` crash when they reach ``phase``."""
+    (gate_dir / f"{key}.fail{phase}").touch()
+
+
+def maybe_fail(phase: int, plot_id: str) -> None:
+    """Crash here if ``$FAKE_PLOTTER_FAIL_AT`` or a ``<key>.failN`` file in the gate dir asks."""
+    why = ""
+    if os.environ.get(FAIL_AT_ENV, "").strip().lower() == f"phase{phase}":
+        why = f"{FAIL_AT_ENV}=phase{phase}"
+    gate_dir = os.environ.get(GATE_DIR_ENV)
+    if not why and gate_dir:
+        for key in _gate_keys(plot_id):
+            if (Path(gate_dir) / f"{key}.fail{phase}").exists():
+                why = f"{key}.fail{phase}"
+                break
+    if why:
+        say(f"Caught plotting error: injected failure in phase {phase} ({why})")
+        print(f"fake plotter: failing in phase {phase} as {why} asks", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
@@ -690,7 +710,7 @@ def enter_phase(phase: int, plot_id: str, ended: list[str] | None = None) -> Non
     if ended:
         say(*ended)
         ended.clear()
-    maybe_fail(phase)
+    maybe_fail(phase, plot_id)
 
 
 def make_placeholders(paths: list[Path]) -> None:
