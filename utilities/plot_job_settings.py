@@ -272,6 +272,9 @@ class PlotJobSettings(Section):
             raise ValueError(f"enabled is true but {', '.join(missing)} {verb} not set")
         if self.program != "bladebit" and self.compression:
             raise ValueError(f"compression needs program: bladebit ({self.program} makes uncompressed plots)")
+        if self.program == "bladebit" and not self.compression and "bladebit" not in self.command_templates:
+            raise ValueError("bladebit_cuda's disk mode (--disk-128, which uses the temp directories) makes "
+                             "compressed plots only: set compression 1-9, or a command_templates.bladebit")
         return self
 
     # -- derived values ----------------------------------------------------------------------

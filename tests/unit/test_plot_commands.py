@@ -90,6 +90,8 @@ def test_plain_word_with_unset_value_is_an_error_not_an_empty_argument() -> None
         ({"replot": {"enabled": True}}, "plotter.jobs.replot", "replot.directories"),
         ({"remote_plotters": [{"name": "all", "host": "h"}]}, "plotter.jobs.remote_plotters", "reserved"),
         ({"max_jobs": 0}, "plotter.jobs.max_jobs", ""),
+        ({"enabled": True, "program": "bladebit", "temp_directories": [{"path": "/t"}], "output_directories": ["/o"],
+          "farmer_public_key": FARMER, "pool_contract_address": CONTRACT}, "plotter.jobs", "compression 1-9"),
     ],
 )
 def test_bad_job_settings_name_their_key(jobs: dict, key: str, text: str) -> None:

@@ -172,15 +172,19 @@ def _same_dir(a: Path | None, b: Path) -> bool:
     return a is not None and os.path.normpath(a) == os.path.normpath(b)
 
 
-def adopt(store: JobStore, found: PlotterProcess, now: float) -> JobRecord:
-    """Record a plotter we did not start, so it is shown, counted and can be stopped."""
+def adopt(store: JobStore, found: PlotterProcess) -> JobRecord | None:
+    """Record a plotter we did not start, so it is shown, counted and can be stopped.
+
+    None when another run recorded it a moment ago (it is then found on the next pass).
+    """
     command = found.command
     record = JobRecord(
         job_id="a" + uuid.uuid4().hex[:7], pid=found.pid, create_time=found.create_time,
         started_at=found.create_time, program=command.program, argv=found.cmdline, temp_dir=command.temp_dir,
         temp2_dir=command.temp2_dir, dest_dir=command.dest_dir, log_path=stdout_log(found.pid), adopted=True,
     )
-    store.add(record)
+    if not store.adopt(record):
+        return None
     log.info("adopted plot job %s: pid %d (%s), temp %s, log %s", record.job_id, found.pid, command.program,
              command.temp_dir, record.log_path or "unknown")
     return record
@@ -194,7 +198,7 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
     reap_children()
     jobs_settings = settings.plotter.jobs
     processes = plotter_processes()
-    known = {(j.pid, round(j.create_time)): j for j in store.jobs([RUNNING])}
+    known = store.jobs([RUNNING])
     running: list[JobRecord] = []
     ended: list[tuple[JobRecord, str]] = []
     seen: set[str] = set()
@@ -204,9 +208,9 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
         if job is None:
             if temps and not any(_same_dir(found.command.temp_dir, t) for t in temps):
                 continue  # a plotter working elsewhere is not ours to count or stop
-            if any(j.pid == found.pid for j in store.jobs([RUNNING])):
+            job = adopt(store, found)
+            if job is None:
                 continue
-            job = adopt(store, found, now)
         seen.add(job.job_id)
         running.append(job)
     for job in store.jobs([RUNNING]):
@@ -226,9 +230,10 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
     return running, ended
 
 
-def _match(known: dict[tuple[int, int], JobRecord], found: PlotterProcess) -> JobRecord | None:
-    for (pid, created), job in known.items():
-        if pid == found.pid and abs(created - found.create_time) <= 1:
+def _match(known: list[JobRecord], found: PlotterProcess) -> JobRecord | None:
+    """Our record of this process: same pid and same start (a reused pid is another process)."""
+    for job in known:
+        if job.pid == found.pid and abs(job.create_time - found.create_time) <= 1:
             return job
     return None
 

@@ -103,13 +103,18 @@ class JobStore:
 
     def add(self, job: JobRecord) -> None:
         with self.db.transaction() as cur:
-            cur.execute(
-                f"INSERT INTO plot_jobs({_COLUMNS}) VALUES ({', '.join('?' * 20)})",
-                (job.job_id, job.pid, job.create_time, job.started_at, job.program, json.dumps(list(job.argv)),
-                 _text(job.temp_dir), _text(job.temp2_dir), _text(job.dest_dir), _text(job.log_path),
-                 int(job.adopted), int(job.replot), job.state, job.plot_id, job.plot_name, job.ended_at,
-                 job.total_seconds, job.replot_claimed_at, job.replot_result, job.files_cleaned_at),
-            )
+            cur.execute(f"INSERT INTO plot_jobs({_COLUMNS}) VALUES ({', '.join('?' * 20)})", _row(job))
+
+    def adopt(self, job: JobRecord) -> bool:
+        """Record an adopted job unless its process is recorded already (two runs may both find
+        the same stranger at once; the check and the insert are one transaction)."""
+        with self.db.transaction() as cur:
+            taken = cur.execute("SELECT 1 FROM plot_jobs WHERE pid = ? AND state = ? AND ABS(create_time - ?) <= 1",
+                                (job.pid, RUNNING, job.create_time)).fetchone()
+            if taken:
+                return False
+            cur.execute(f"INSERT INTO plot_jobs({_COLUMNS}) VALUES ({', '.join('?' * 20)})", _row(job))
+            return True
 
     def jobs(self, states: Iterable[str] | None = None) -> list[JobRecord]:
         if states is None:
@@ -181,6 +186,13 @@ class JobStore:
         rows = self.db.query(f"SELECT {_COLUMNS} FROM plot_jobs WHERE state = ? AND ended_at > ? AND ended_at <= ?",
                              (COMPLETED, since, until))
         return [JobRecord.from_row(r) for r in rows]
+
+
+def _row(job: JobRecord) -> tuple:
+    return (job.job_id, job.pid, job.create_time, job.started_at, job.program, json.dumps(list(job.argv)),
+            _text(job.temp_dir), _text(job.temp2_dir), _text(job.dest_dir), _text(job.log_path),
+            int(job.adopted), int(job.replot), job.state, job.plot_id, job.plot_name, job.ended_at,
+            job.total_seconds, job.replot_claimed_at, job.replot_result, job.files_cleaned_at)
 
 
 def _text(path: Path | None) -> str | None:
