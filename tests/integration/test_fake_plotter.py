@@ -369,7 +369,6 @@ def test_madmax_with_several_plots_finishes_the_current_one_on_sigterm(bin_dir: 
 def test_one_held_job_can_be_made_to_crash_by_its_plot_id(bin_dir: Path, tmp_path: Path) -> None:
     gates = tmp_path / "gates"
     gates.mkdir()
-    release(gates, 1)
     procs = []
     try:
         for name in ("a", "b"):
@@ -377,10 +376,10 @@ def test_one_held_job_can_be_made_to_crash_by_its_plot_id(bin_dir: Path, tmp_pat
             procs.append(
                 _start(_argv(SHAPES[0], tmp, tmp2, dest), _env(bin_dir, FAKE_PLOTTER_GATE_DIR=str(gates)), tmp_path)
             )
-        _wait_for(lambda: len(held_at(gates, 2)) == 2, "both jobs to wait at phase 2")
-        by_pid = {pid: plot_id for plot_id, pid in held_at(gates, 2).items()}
+        _wait_for(lambda: len(held_at(gates, 1)) == 2, "both jobs to wait at phase 1")
+        by_pid = {pid: plot_id for plot_id, pid in held_at(gates, 1).items()}
         doomed, spared = procs[0], procs[1]
-        fail(gates, 2, key=by_pid[doomed.pid])
+        fail(gates, 1, key=by_pid[doomed.pid])
         release(gates, 4)
         doomed_out, _ = doomed.communicate(timeout=DEADLINE_SECONDS)
         spared_out, _ = spared.communicate(timeout=DEADLINE_SECONDS)
