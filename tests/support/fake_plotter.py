@@ -879,10 +879,15 @@ def plot_chia(req: Request, index: int) -> None:
         say(f'Renamed final file from "{partial}" to "{final}"')
     else:
         say(f'Renamed final file from "{work}" to "{final}"')
+    _chia_created.append(name)
     if index == req.count - 1:
         chia_log("Summary:")
-        chia_log(f"Created a total of {req.count} new plots")
-    chia_log(name)
+        chia_log(f"Created a total of {len(_chia_created)} new plots")
+        for created in _chia_created:
+            chia_log(created)
+
+
+_chia_created: list[str] = []  # chia lists every plot it made at the end of the run
 
 
 # ---------------------------------------------------------------------------------------------
