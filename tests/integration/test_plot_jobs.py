@@ -253,3 +253,18 @@ def test_other_plotter_programs_run_and_report_their_phases(farm: JobsFarm, prog
     (row,) = farm.jobs()
     assert row["state"] == "completed", row
     assert [p.name for p in farm.out.iterdir() if is_finished_plot_name(p.name)] == [row["plot_name"]]
+
+
+def test_stop_cleans_bladebit_temp_files_that_carry_no_plot_id(farm: JobsFarm) -> None:
+    farm.configure(program="bladebit", compression=1, max_jobs=1)
+    assert farm.run("--start-jobs").returncode == 0
+    ((job_id, pid, created, *_),) = farm.records()
+    farm.open_gate(pid, 2)
+    wait_until("bladebit job held before phase 3", lambda: farm.held_at(pid, 3))
+    leftovers = sorted(p.name for p in farm.temps[0].iterdir())
+    assert leftovers and not any(len(name) > 64 for name in leftovers)  # table_l_2.tmp ...: no id
+    stop = farm.run("--stop", job_id)
+    assert stop.returncode == 0, stop.stderr
+    assert not alive(pid, created)
+    assert list(farm.temps[0].iterdir()) == []
+    assert [p.name for p in farm.out.iterdir()] == []  # its unfinished .plot.tmp too

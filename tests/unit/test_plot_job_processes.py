@@ -69,6 +69,18 @@ def test_owned_files_by_plot_id_and_remembered_never_finished_plots(tmp_path: Pa
     assert owned_files([temp], PLOT_ID[:8], []) == []  # a fragment of an id never matches
 
 
+def test_bladebit_temp_names_only_in_directories_it_has_alone(tmp_path: Path) -> None:
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    for d in (alone, shared):
+        d.mkdir()
+        (d / "table_l_2.tmp").write_bytes(b"x")
+        (d / "y0.tmp").write_bytes(b"x")
+        (d / f"plot-k32-2024-01-01-00-00-{'e' * 64}.plot.table1.tmp").write_bytes(b"x")  # a chia job's
+        (d / "keep.log").write_bytes(b"x")
+    found = owned_files([alone, shared], None, [], anonymous_dirs=[alone])
+    assert found == [alone / "table_l_2.tmp", alone / "y0.tmp"]
+
+
 def test_plot_id_from_open_file_names() -> None:
     names = [f"/t/plot-k32-2024-01-01-00-00-{PLOT_ID}.plot.p1.t1.sort_bucket_003.tmp", "/t/other.log"]
     assert plot_id_in_names(names) == PLOT_ID

@@ -4,8 +4,11 @@ Several jobs share a temp directory, so "clean the temp directory" would destroy
 work. A job owns:
 - files in its temp, temp2 and destination directories whose name carries its plot id (chia and
   madMAx name every temp file after the plot) and that are not a finished plot (``*.plot``);
-- files it was seen holding open while it ran (bladebit's temp names carry no id), if they
-  are inside one of those directories and still not a finished plot.
+- files it was seen holding open while it ran, if they are inside one of those directories
+  and still not a finished plot;
+- bladebit's temp files, whose names carry no id (``table_l_2.tmp``, ``y0.tmp``): ``*.tmp``
+  files without any plot id in their name, only in the temp directories the caller names as
+  used by this job alone (``anonymous_dirs``).
 Nothing is followed through a symlink, nothing outside the job's directories is touched, and a
 finished plot is never deleted here.
 """
@@ -22,15 +25,27 @@ from utilities.plots import is_finished_plot_name
 
 log = logging.getLogger(__name__)
 
+_PLOT_ID_RE = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+
 
 def _inside(path: Path, directories: Iterable[Path]) -> bool:
     return any(path.parent == d for d in directories)
 
 
-def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembered: Iterable[Path]) -> list[Path]:
+def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembered: Iterable[Path],
+                anonymous_dirs: Iterable[Path] = ()) -> list[Path]:
     """The job's temporary files that exist now (see the module docstring for the rules)."""
     dirs = [Path(os.path.normpath(d)) for d in directories if d is not None]
     found: set[Path] = set()
+    for directory in anonymous_dirs:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.endswith(".tmp") and not _PLOT_ID_RE.search(entry.name) \
+                    and entry.is_file(follow_symlinks=False):
+                found.add(Path(entry.path))
     needle = plot_id.lower() if plot_id else None
     if needle and len(needle) >= 16:  # a real plot id is 64 hex digits; never match on a fragment
         for directory in dirs:
@@ -47,9 +62,6 @@ def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembe
         if _inside(path, dirs) and not is_finished_plot_name(path.name) and path.is_file() and not path.is_symlink():
             found.add(path)
     return sorted(found)
-
-
-_PLOT_ID_RE = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 
 
 def plot_id_in_names(paths: Iterable[str]) -> str | None:

@@ -299,7 +299,8 @@ def job_status(job: JobRecord, store: JobStore, now: float) -> JobStatus:
         plot_id = job_files.plot_id_in_names(open_files)
         if plot_id:
             store.set_plot(job.job_id, plot_id, None)
-    owned = job_files.owned_files([job.temp_dir, job.temp2_dir], plot_id, store.remembered_files(job.job_id))
+    owned = job_files.owned_files([job.temp_dir, job.temp2_dir], plot_id, store.remembered_files(job.job_id),
+                                  unshared_temp_dirs(store, job))
     end = job.ended_at if job.ended_at is not None else now
     return JobStatus(
         job_id=job.job_id, pid=job.pid, program=job.program, state=job.state, phase=progress.phase,
@@ -348,7 +349,7 @@ def replot_if_due(settings: Settings, store: JobStore, job: JobRecord, progress:
                    and other_progress.state not in ("completed", "aborted"))
     try:
         deleted = make_room_for_job(job.dest_dir, plot_bytes, db, pending_bytes=promised * plot_bytes,
-                                    job_id=job.job_id)
+                                    job_id=job.job_id, plot_id=progress.plot_id or job.plot_id)
     except (PlotManagerError, OSError) as exc:
         store.set_replot_result(job.job_id, f"error: {exc}")
         log.warning("replot for job %s: %s", job.job_id, exc)
@@ -511,12 +512,22 @@ class StopResult:
     problems: list[str]
 
 
+def unshared_temp_dirs(store: JobStore, job: JobRecord) -> list[Path]:
+    """bladebit names its temp files without the plot id (``table_l_2.tmp``, ``y0.tmp``): in a
+    temp directory no other running bladebit job uses, such ``*.tmp`` files are this job's."""
+    if job.program != "bladebit":
+        return []
+    others = [j for j in store.jobs([RUNNING]) if j.job_id != job.job_id and j.program == "bladebit"]
+    used = {os.path.normpath(d) for j in others for d in (j.temp_dir, j.temp2_dir) if d is not None}
+    return [d for d in (job.temp_dir, job.temp2_dir) if d is not None and os.path.normpath(d) not in used]
+
+
 def clean_files(store: JobStore, job: JobRecord) -> tuple[list[Path], list[str]]:
     """Delete the temp files this job (and only this job) owns."""
     progress = job_progress(job)
     plot_id = progress.plot_id or job.plot_id
     owned = job_files.owned_files([job.temp_dir, job.temp2_dir, job.dest_dir], plot_id,
-                                  store.remembered_files(job.job_id))
+                                  store.remembered_files(job.job_id), unshared_temp_dirs(store, job))
     deleted, problems = job_files.delete_files(owned)
     if not problems:
         store.files_cleaned(job.job_id)
