@@ -539,6 +539,9 @@ def move_plot(
         copier = _Copier(src_fd, part.fd, identity.size, chunk=options.chunk, read=read, verify=options.verify,
                          bytes_per_second=options.bytes_per_second).start()
         if not watch(copier, options.stall_seconds, progress_cb):
+            # Said before the clean-up: removing the part file may itself wait for a hung disk.
+            log.info("%s: stalled at byte %d of %d (%s phase); aborting and removing %s", name, copier.progress,
+                     identity.size, copier.phase, part.name)
             raise _Stop(FAILED, f"stalled: no byte {'copied' if copier.phase == 'copy' else 'read back'} for "
                                 f"{options.stall_seconds:g} s (at byte {copier.progress} of {identity.size})",
                         stalled=True)

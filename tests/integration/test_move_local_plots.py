@@ -1,8 +1,10 @@
 """move_local_plots.py on real loop-mounted drives with real chiapos plots, run as cron runs it.
 
 drive_manager.py (the real script) reserves the local drive; move_local_plots.py (the real
-script, in a subprocess) moves plots onto it. Only the stall test runs the move in-process,
-because it needs a source read that does not return until the test says so.
+script, in a subprocess) moves plots onto it. A real stall is a frozen destination filesystem
+(``fsfreeze``: writes block in the kernel until it is thawed). The tests of held plots run the
+move in-process with a source read that does not return until the test opens a gate, which
+makes a stall on the source side and several stalls in a row cheap.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,6 +234,43 @@ def test_killed_copy_loses_nothing_and_the_next_run_completes_it(farm: LocalFarm
     assert f"removed {part} left by a copy that was killed" in farm.log_text()
     assert farm.files("drive1") == [plot.name]
     assert xxh3(farm.drive("drive1") / plot.name) == digest and not plot.exists()
+
+
+@contextmanager
+def frozen(mountpoint: Path) -> Iterator[None]:
+    """Freeze a test drive's filesystem: every write to it blocks in the kernel until it is
+    thawed, as on a disk that stopped answering. Always thawed again, even on failure."""
+    subprocess.run(["fsfreeze", "--freeze", str(mountpoint)], check=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["fsfreeze", "--unfreeze", str(mountpoint)], capture_output=True, timeout=60)
+
+
+def test_copy_stalled_on_a_frozen_drive_is_aborted_cleaned_and_retried(farm: LocalFarm) -> None:
+    farm.local_moves(max_mb_per_second=1, stall_seconds=1)
+    farm.harvester.run()
+    plot = copy_plot("pool", farm.out)
+    digest = xxh3(plot)
+    proc = farm.popen_move()
+    try:
+        _wait_until(lambda: f"{plot.name}: copy 25%" in farm.log_text() or proc.poll() is not None, "a quarter copied")
+        assert proc.poll() is None, proc.communicate()
+        with frozen(farm.drive("drive1")):
+            _wait_until(lambda: f"{plot.name}: stalled at byte" in farm.log_text(), "the stall to be detected")
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+    assert proc.returncode == 1
+    assert f"FAILED {plot}: stalled: no byte copied for 1 s" in stderr
+    assert farm.files("drive1") == []  # the part file was removed once the drive answered
+    assert xxh3(plot) == digest
+    assert farm.moves() == [(plot.name, "failed")]
+    farm.local_moves(max_mb_per_second=0)
+    assert farm.move().returncode == 0  # retried on the next run
+    assert farm.files("drive1") == [plot.name] and xxh3(farm.drive("drive1") / plot.name) == digest
 
 
 class GatedReader:
