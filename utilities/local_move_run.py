@@ -305,7 +305,8 @@ def _move_one(
         db.record_replaced(str(result.replaced), f"move_local_plots.py: room for {plot.name}")
     if result.status == FAILED:
         failures, alert = record_failure(db, plot, result.reason, lm.failures_before_alert)
-        log.warning("moving %s failed (%d of %d): %s", plot.name, failures, lm.failures_before_alert, result.reason)
+        # The run's FAILED line is the warning; this records the count in the log file.
+        log.info("moving %s failed (%d of %d): %s", plot.name, failures, lm.failures_before_alert, result.reason)
         if alert:
             notifier.send(Notification(
                 event="local_move_failed",
