@@ -204,15 +204,25 @@ def _part_recorder(db: StateDB, plot: FinishedPlot) -> Callable[[Path | None], N
     return record
 
 
-def clean_recorded_parts(db: StateDB) -> list[str]:
-    """Remove part files recorded by runs that died (those still held by a living run stay)."""
-    removed = []
-    for (part,) in db.query("SELECT part FROM local_move_parts"):
+def clean_recorded_parts(db: StateDB) -> tuple[list[str], dict[str, Path]]:
+    """Remove part files recorded by runs that died (those still held by a living run stay).
+
+    Returns the parts removed, and plot name -> directory for copies a killed run had already
+    renamed into place: those plots are finished there (after a hash comparison) rather than
+    copied a second time to whichever drive is reserved now.
+    """
+    removed: list[str] = []
+    committed: dict[str, Path] = {}
+    for part, plot in db.query("SELECT part, plot FROM local_move_parts"):
+        existed = os.path.lexists(part)
         if remove_stale_part_path(Path(part)):
             with db.transaction() as cur:
                 cur.execute("DELETE FROM local_move_parts WHERE part = ?", (part,))
-            removed.append(part)
-    return removed
+            if existed:
+                removed.append(part)
+            if os.path.exists(os.path.join(os.path.dirname(part), plot)):
+                committed[plot] = Path(os.path.dirname(part))
+    return removed, committed
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -279,9 +289,13 @@ def usable_drive(settings: Settings, db: StateDB) -> tuple[LocalDrive | None, st
 
 def _move_one(
     settings: Settings, db: StateDB, notifier: Notifier, plot: FinishedPlot, drive: LocalDrive,
-    progress: Callable[[FinishedPlot], Progress | None] | None, read: Reader,
+    progress: Callable[[FinishedPlot], Progress | None] | None, read: Reader, committed_in: Path | None = None,
 ) -> MoveResult | None:
-    """Move one plot under its claim lock; None when another process has it or it is gone."""
+    """Move one plot under its claim lock; None when another process has it or it is gone.
+
+    ``committed_in``: a killed run already renamed this plot into place there; finishing it
+    there (hash comparison, then the source goes) keeps the farm from holding it twice.
+    """
     lm = settings.harvester.local_moves
     options = MoveOptions(
         stall_seconds=lm.stall_seconds, verify=lm.verify_after_copy,
@@ -293,8 +307,9 @@ def _move_one(
         with exclusive_lock(lock, f"a move of {plot.name}"):
             if not plot.path.exists():
                 return None
-            log.info("moving %s to %s (%s)", plot.path, drive.receive_dir, drive.name)
-            result = move_plot(plot.path, drive.receive_dir, options, kind=plot.header.kind,
+            dest = committed_in or drive.receive_dir
+            log.info("moving %s to %s", plot.path, dest)
+            result = move_plot(plot.path, dest, options, kind=plot.header.kind,
                                progress_cb=progress(plot) if progress else None,
                                on_part=_part_recorder(db, plot), read=read)
     except LockBusy as busy:
@@ -337,8 +352,10 @@ def run_local_moves(
     db.ensure_tables(SCHEMA)
     outcome = RunOutcome()
     check_usage(settings, db, notifier, outcome, dry_run)
+    committed: dict[str, Path] = {}
     if not dry_run:
-        for part in clean_recorded_parts(db):
+        removed, committed = clean_recorded_parts(db)
+        for part in removed:
             outcome.say(f"removed {part} left by a copy that was killed")
     plots, skipped = finished_plots(lm.plot_directories)
     for line in skipped:
@@ -366,7 +383,7 @@ def run_local_moves(
             outcome.say(f"would move {plot.path} ({plot.header.kind}, {plot.size} bytes) to "
                         f"{drive.receive_dir} ({drive.name}){replace}")
             continue
-        result = _move_one(settings, db, notifier, plot, drive, progress, read)
+        result = _move_one(settings, db, notifier, plot, drive, progress, read, committed.get(plot.name))
         if result is None:
             continue
         if result.status == MOVED:

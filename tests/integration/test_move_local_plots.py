@@ -426,3 +426,30 @@ def test_a_stall_ends_the_run_and_later_plots_wait(farm: LocalFarm) -> None:
     assert (logging.INFO, "1 more plot(s) wait for the next run after the stall") in outcome.lines
     assert all(p.exists() for p in plots) and farm.files("drive1") == []
     assert [status for _, status in farm.moves()] == ["failed"]  # the second was not started
+
+
+def test_copy_renamed_by_a_killed_run_is_finished_where_it_is_not_copied_again(farm: LocalFarm, plot_size: int) -> None:
+    from utilities.local_move_run import SCHEMA, _part_recorder
+    from utilities.plot_finder import finished_plots
+
+    farm.harvester.run()
+    plot = copy_plot("pool", farm.out)
+    digest = xxh3(plot)
+    # What a run SIGKILLed right after its rename leaves: the plot in place on drive1, its
+    # part file recorded in the state database, and the source not yet deleted.
+    (farm.drive("drive1") / plot.name).write_bytes(plot.read_bytes())
+    settings, _ = load_settings(str(farm.harvester.config_path))
+    with StateDB(settings.database_path) as db:
+        db.ensure_tables(SCHEMA)
+        (found,), _ = finished_plots([str(farm.out)])
+        _part_recorder(db, found)(farm.drive("drive1") / f".{plot.name}.part")
+    # Meanwhile drive1 filled up and drive_manager.py reserved drive2.
+    drive1 = next(d for d in farm.drives.drives if d.mountpoint.name == "drive1")
+    farm.drives.fill_for_plots(drive1, 0, plot_size)
+    farm.harvester.run()
+    assert farm.local_drive() == "drive2"
+    assert farm.move().returncode == 0
+    assert not plot.exists()
+    assert farm.files("drive1") == [plot.name] and farm.files("drive2") == []
+    assert xxh3(farm.drive("drive1") / plot.name) == digest
+    assert "already on the drive, identical" in farm.log_text()
