@@ -453,3 +453,23 @@ def test_copy_renamed_by_a_killed_run_is_finished_where_it_is_not_copied_again(f
     assert farm.files("drive1") == [plot.name] and farm.files("drive2") == []
     assert xxh3(farm.drive("drive1") / plot.name) == digest
     assert "already on the drive, identical" in farm.log_text()
+
+
+def test_overlapping_runs_and_a_claimed_plot_are_left_alone(farm: LocalFarm) -> None:
+    import fcntl
+
+    farm.harvester.run()
+    plot = copy_plot("pool", farm.out)
+    run_lock = farm.harvester.state_dir / "move_local_plots.lock"
+    with open(run_lock, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another move_local_plots.py run is busy
+        busy = farm.move()
+    assert busy.returncode == 0 and busy.stdout == "" and busy.stderr == ""
+    assert plot.exists() and farm.files("drive1") == []
+    claim = farm.harvester.state_dir / "sending" / f"{plot.name}.lock"
+    claim.parent.mkdir(parents=True, exist_ok=True)
+    with open(claim, "a") as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # plot_manager.py is sending this very plot
+        claimed = farm.move()
+    assert claimed.returncode == 0 and plot.exists() and farm.files("drive1") == []
+    assert farm.move().returncode == 0 and farm.files("drive1") == [plot.name]
