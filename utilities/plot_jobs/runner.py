@@ -545,12 +545,15 @@ def stop_job(settings: Settings, db: StateDB, notifier: Notifier, wanted: str, c
     killed: list[int] = []
     if proc is not None:
         job_status(job, store, clock())  # remember the files it has open before it goes
-        killed = terminate_job(proc, settings.plotter.jobs.stop_grace_seconds)
-        reap_children()
     if job.state == RUNNING:
+        # Marked stopped *before* the signal: a cron run looking at the same moment then sees a
+        # stopped job, not a failed one (no false plot_job_failed alert).
         progress = job_progress(job)
         store.end(job.job_id, STOPPED, clock() - job.started_at)
         store.set_plot(job.job_id, progress.plot_id, progress.plot_name)
+    if proc is not None:
+        killed = terminate_job(proc, settings.plotter.jobs.stop_grace_seconds)
+        reap_children()
     job = store.get(job.job_id) or job
     deleted, problems = clean_files(store, job)
     log.info("stopped plot job %s (pid %d); deleted %d file(s)", job.job_id, job.pid, len(deleted))

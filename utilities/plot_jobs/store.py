@@ -106,11 +106,12 @@ class JobStore:
             cur.execute(f"INSERT INTO plot_jobs({_COLUMNS}) VALUES ({', '.join('?' * 20)})", _row(job))
 
     def adopt(self, job: JobRecord) -> bool:
-        """Record an adopted job unless its process is recorded already (two runs may both find
-        the same stranger at once; the check and the insert are one transaction)."""
+        """Record an adopted job unless its process is recorded already, in any state (two runs
+        may find the same stranger at once, and a job being stopped is no stranger; the check and
+        the insert are one transaction)."""
         with self.db.transaction() as cur:
-            taken = cur.execute("SELECT 1 FROM plot_jobs WHERE pid = ? AND state = ? AND ABS(create_time - ?) <= 1",
-                                (job.pid, RUNNING, job.create_time)).fetchone()
+            taken = cur.execute("SELECT 1 FROM plot_jobs WHERE pid = ? AND ABS(create_time - ?) <= 1",
+                                (job.pid, job.create_time)).fetchone()
             if taken:
                 return False
             cur.execute(f"INSERT INTO plot_jobs({_COLUMNS}) VALUES ({', '.join('?' * 20)})", _row(job))
