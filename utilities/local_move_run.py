@@ -478,6 +478,9 @@ def run_move_local_plots(args: argparse.Namespace, settings: Settings, config_pa
     with StateDB(settings.database_path) as db:
         if args.clear_error is not None:
             cleared = clear_errors(db, args.clear_error)
+            if not cleared and args.clear_error == "all":
+                print("no plot has recorded failures: nothing to clear")
+                return 0
             if not cleared:
                 known = ", ".join(held_plots(db)) or "none"
                 raise UsageError(f"--clear-error: {args.clear_error!r} has no recorded failures (held plots: {known})")
