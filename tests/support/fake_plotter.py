@@ -47,7 +47,6 @@ import contextlib
 import datetime
 import hashlib
 import os
-import shlex
 import shutil
 import signal
 import sys
@@ -89,18 +88,23 @@ class UsageError(Exception):
 def install_fake_plotters(bin_dir: Path, python: str | None = None) -> dict[str, Path]:
     """Write ``chia``, ``chia_plot``, ``bladebit`` and ``bladebit_cuda`` into ``bin_dir``.
 
-    Each is a two-line shell script that execs this file with the interpreter running the
-    tests (so chiapos is importable), keeping the process id the manager sees equal to the
-    plotter's.  Returns program name -> path.
+    Each is a Python entry script, as real ``chia`` is, run by the interpreter running the tests
+    (so chiapos is importable): the process is ``[python, BIN/chia, plots, create, ...]``, which
+    is how the manager recognises a plotter in the process list, and its pid is the plotter's.
+    Returns program name -> path.
     """
     bin_dir.mkdir(parents=True, exist_ok=True)
     interpreter = python or sys.executable
-    script = Path(__file__).resolve()
+    repo = Path(__file__).resolve().parents[2]
     made = {}
     for program in PROGRAMS:
         path = bin_dir / program
         path.write_text(
-            f'#!/bin/sh\nexec {shlex.quote(interpreter)} {shlex.quote(str(script))} --program {program} "$@"\n'
+            f"#!{interpreter}\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(repo)!r})\n"
+            "from tests.support.fake_plotter import main\n"
+            f"sys.exit(main(['--program', {program!r}, *sys.argv[1:]]))\n"
         )
         path.chmod(0o755)
         made[program] = path

@@ -18,13 +18,12 @@ from typing import Any
 import psutil
 import yaml
 
-from tests.support.fake_plotter import encode_puzzle_hash
+from tests.support.fake_plotter import encode_puzzle_hash, install_fake_plotters
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 FARMER_KEY = "8" * 96
 CONTRACT = encode_puzzle_hash(bytes(range(32)))
-WRAPPED = {"chia": "chia", "chia_plot": "chia_plot", "bladebit_cuda": "bladebit_cuda"}
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -37,22 +36,6 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> An
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.05)
-
-
-def install_plotters(bin_dir: Path) -> None:
-    """Executables named like the real plotters whose process looks like the real one:
-    [python, BIN/chia, plots, create, ...] (chia is a Python entry script too)."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in WRAPPED:
-        path = bin_dir / name
-        path.write_text(
-            f"#!{PYTHON}\n"
-            "import sys\n"
-            f"sys.path.insert(0, {str(REPO)!r})\n"
-            "from tests.support.fake_plotter import main\n"
-            f"sys.exit(main(['--program', {name!r}, *sys.argv[1:]]))\n"
-        )
-        path.chmod(0o755)
 
 
 class JobsFarm:
@@ -68,7 +51,7 @@ class JobsFarm:
         self.config_path = root / "plot_manager.yaml"
         for d in (*self.temps, self.out, self.gates):
             d.mkdir(parents=True, exist_ok=True)
-        install_plotters(self.bin)
+        install_fake_plotters(self.bin)
         self.env = {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}",
                     "FAKE_PLOTTER_GATE_DIR": str(self.gates)}
         self.env.pop("FAKE_PLOTTER_FAIL_AT", None)
