@@ -69,8 +69,8 @@ else
     echo "config: created $config from the skeleton; edit it, then run: $python $INSTALL_DIR/drive_manager.py --config $config --check-config"
 fi
 
-# 4. State directory (from the config) and a validation run.
-state_dir=$("$python" - "$config" <<'PY'
+# 4. State directory (from the config) and a validation run; also whether local moves are on.
+settings_info=$("$python" - "$config" <<'PY'
 import sys
 sys.path.insert(0, ".")
 from utilities.config import load_settings
@@ -81,8 +81,11 @@ except ConfigError as exc:
     print(exc, file=sys.stderr)
     sys.exit(2)
 print(settings.state_path)
+print("yes" if settings.harvester.local_moves.enabled else "no")
 PY
 ) || die "the config $config is not valid; fix it and run install.sh again"
+state_dir=$(sed -n 1p <<<"$settings_info")
+local_moves=$(sed -n 2p <<<"$settings_info")
 install -d -m 0750 -o "$user" "$state_dir"
 echo "state: $state_dir"
 
@@ -94,7 +97,9 @@ if [ "$cron" = 1 ]; then
         harvester) script=drive_manager.py; lines=(
             "* * * * * $user $run drive_manager.py >/dev/null"
             "01 00 * * * $user $run drive_manager.py -ud >/dev/null"
-            "02 00 * * * $user $run drive_manager.py -dr >/dev/null") ;;
+            "02 00 * * * $user $run drive_manager.py -dr >/dev/null")
+            # A harvester that also plots (harvester.local_moves.enabled): move its own plots on.
+            [ "$local_moves" = yes ] && lines+=("*/2 * * * * $user $run move_local_plots.py >/dev/null") ;;
         plotter) script=plot_manager.py; lines=("*/2 * * * * $user $run plot_manager.py >/dev/null") ;;
         farmer) script=coin_monitor.py; lines=("* * * * * $user $run coin_monitor.py >/dev/null") ;;
     esac
