@@ -3,7 +3,7 @@
 Each run reads only the bytes written since the last one. What we remember (in the state
 database, table ``log_follow``): the file's device and inode, the offset after the last
 complete line we handed out, a fingerprint (hash) of the file's first bytes, and the timestamp
-of the last line (a watermark, only used when we lost track of the file altogether).
+of the last line (a watermark, for when the file cannot be told apart by its own bytes).
 
 Why each piece:
 
@@ -49,6 +49,12 @@ HEAD_BYTES = 1024
 """Bytes of a file's start that identify it: chia's first lines carry millisecond timestamps,
 so two different log files never share them."""
 
+STRONG_HEAD_BYTES = 64
+"""A fingerprint of fewer bytes than this may not even cover the first line's full timestamp."""
+
+LINE_KEEP = 200
+"""Characters of the last line read that are kept to recognise it (timestamp and more)."""
+
 CHUNK_BYTES = 4 * 1024 * 1024
 """Lines are handed out (and the position saved) per chunk, bounding memory and the work a
 killed run repeats."""
@@ -61,7 +67,7 @@ CREATE TABLE IF NOT EXISTS log_follow (
     offset INTEGER NOT NULL,
     head_length INTEGER NOT NULL,
     head_hash TEXT NOT NULL,
-    last_stamp TEXT,
+    last_line TEXT,
     updated_at REAL NOT NULL
 )
 """
@@ -79,7 +85,7 @@ class FollowState:
     offset: int
     head_length: int
     head_hash: str
-    last_stamp: str | None = None
+    last_line: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ class FollowReport:
 def load_state(db: StateDB, log_path: Path) -> FollowState | None:
     db.ensure_tables(SCHEMA)
     rows = db.query(
-        "SELECT device, inode, offset, head_length, head_hash, last_stamp FROM log_follow WHERE log_path = ?",
+        "SELECT device, inode, offset, head_length, head_hash, last_line FROM log_follow WHERE log_path = ?",
         (str(log_path),),
     )
     return FollowState(*rows[0]) if rows else None
@@ -131,13 +137,13 @@ def load_state(db: StateDB, log_path: Path) -> FollowState | None:
 def save_state(cur: sqlite3.Cursor, log_path: Path, state: FollowState) -> None:
     """Store the position; call inside the transaction that records the batch's results."""
     cur.execute(
-        "INSERT INTO log_follow(log_path, device, inode, offset, head_length, head_hash, last_stamp, updated_at) "
+        "INSERT INTO log_follow(log_path, device, inode, offset, head_length, head_hash, last_line, updated_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(log_path) DO UPDATE SET device = excluded.device, "
         "inode = excluded.inode, offset = excluded.offset, head_length = excluded.head_length, "
-        "head_hash = excluded.head_hash, last_stamp = COALESCE(excluded.last_stamp, log_follow.last_stamp), "
+        "head_hash = excluded.head_hash, last_line = COALESCE(excluded.last_line, log_follow.last_line), "
         "updated_at = excluded.updated_at",
         (str(log_path), state.device, state.inode, state.offset, state.head_length, state.head_hash,
-         state.last_stamp, time.time()),
+         state.last_line, time.time()),
     )
 
 
@@ -203,10 +209,8 @@ def _hash(data: bytes) -> str:
 
 
 def _first_stamp(entry: LogFile) -> str | None:
-    head = _head_prefix(entry, 64)
-    if not head or not head[:1].isdigit():
-        return None
-    return head.split(b" ", 1)[0].decode("ascii", "replace")
+    """The timestamp of the file's first line, if that line has a complete one."""
+    return _stamp(_head_prefix(entry, 64).decode("ascii", "replace"))
 
 
 def _head_prefix(entry: LogFile, length: int) -> bytes:
@@ -220,28 +224,40 @@ def _head_prefix(entry: LogFile, length: int) -> bytes:
 def find_position(state: FollowState, chain: list[LogFile]) -> int | None:
     """Index in ``chain`` of the file we were reading, or None if it is gone.
 
-    The same inode with the same first bytes wins; failing that, the newest file whose first
-    bytes match (a gzipped backup, or the copy logrotate's copytruncate left). A file shorter
-    than our offset cannot be it (truncated in place).
+    Candidates are the files that start with the bytes we fingerprinted and are not shorter
+    than our offset (shorter: truncated in place, its old content lives on in a copy).
+
+    With a strong fingerprint (a full first line or more: a millisecond timestamp no other
+    file shares) the same inode wins, else the newest candidate (a gzipped backup, or the copy
+    copytruncate left). With a weak one (we saw less than a line: the file had just been
+    started) inodes prove nothing, since gzip frees the old inode and the next live file may
+    get it, and the first bytes are shared by every file of the hour. Then we take the oldest
+    candidate newer than the last file we know we read (by the timestamp and text of the last
+    line we read).
     """
-    by_content: int | None = None
-    for index in range(len(chain) - 1, -1, -1):
-        entry = chain[index]
-        same_inode = not entry.compressed and (entry.device, entry.inode) == (state.device, state.inode)
+    candidates = []
+    for index, entry in enumerate(chain):
         if not entry.compressed and entry.size < state.offset:
             continue
-        if state.head_length == 0:
-            if same_inode:
-                return index
-            continue
-        head = _head(entry, state.head_length)
-        if head is None or _hash(head) != state.head_hash:
-            continue
-        if same_inode:
+        head = _head(entry, state.head_length) if state.head_length else b""
+        if head is not None and _hash(head) == state.head_hash:
+            candidates.append(index)
+    if not candidates:
+        return None
+    if state.head_length < STRONG_HEAD_BYTES:
+        done = _last_file_read(chain, state.last_line)
+        first_allowed = done if state.offset > 0 else done + 1
+        for index in candidates:
+            if index < first_allowed:
+                continue
+            if chain[index].live or _first_stamp(chain[index]) is not None:
+                return index  # (an empty backup holds nothing to resume)
+        return None
+    for index in reversed(candidates):
+        entry = chain[index]
+        if not entry.compressed and (entry.device, entry.inode) == (state.device, state.inode):
             return index
-        if by_content is None:
-            by_content = index
-    return by_content
+    return candidates[-1]
 
 
 # -- following ---------------------------------------------------------------------------------
@@ -269,7 +285,7 @@ def follow(
             return
         if start_at == "end":
             offset = _end_of_complete_lines(live)
-            yield Batch([], _state_for(live, offset, None), live.path)
+            yield Batch([], _state_for(live, offset, None, live.size), live.path)
             return
         plan.append((live, 0))
     else:
@@ -285,26 +301,40 @@ def follow(
                 report.truncated = any(f.live and (f.device, f.inode) == (state.device, state.inode) for f in chain)
         else:
             report.lost_track = True
-            plan += _after_watermark(chain, state.last_stamp)
+            plan += _after_watermark(chain, state.last_line)
             log.warning(
                 "lost track of %s (rotated more often than the backups kept, or truncated without a copy); "
                 "continuing with what is left, some lines may have been missed", log_path,
             )
+    watermark = [state.last_line if state is not None else None]
     for entry, start in plan:
-        yield from _read(entry, start, report, chunk_bytes)
+        yield from _read(entry, start, report, chunk_bytes, watermark)
 
 
-def _after_watermark(chain: list[LogFile], watermark: str | None) -> list[tuple[LogFile, int]]:
-    """Files that start after the last line we saw (by timestamp), and always the live file."""
-    plan = []
-    for entry in chain:
-        if entry.live:
-            plan.append((entry, 0))
-            continue
+def _after_watermark(chain: list[LogFile], last_line: str | None) -> list[tuple[LogFile, int]]:
+    """Files that start after the last line we read, and always the live file."""
+    done = _last_file_read(chain, last_line) if last_line is not None else len(chain)
+    return [(entry, 0) for index, entry in enumerate(chain) if entry.live or index > done]
+
+
+def _last_file_read(chain: list[LogFile], last_line: str | None) -> int:
+    """Index of the newest file that starts before the last line we read or holds it; -1 if none.
+
+    Files are dated by their first line's timestamp. A file starting in the very millisecond
+    of our last line is ours only if that line is in it: chia writes bursts of lines within one
+    millisecond, also across a rotation.
+    """
+    watermark = _stamp(last_line)
+    done = -1
+    if watermark is None:
+        return done
+    for index, entry in enumerate(chain):
         stamp = _first_stamp(entry)
-        if watermark is not None and stamp is not None and stamp > watermark:
-            plan.append((entry, 0))
-    return plan
+        if stamp is None:
+            continue
+        if stamp < watermark or (stamp == watermark and _holds_line(entry, last_line)):
+            done = index
+    return done
 
 
 def _end_of_complete_lines(entry: LogFile) -> int:
@@ -323,14 +353,28 @@ def _end_of_complete_lines(entry: LogFile) -> int:
     return 0
 
 
-def _state_for(entry: LogFile, offset: int, last_stamp: str | None) -> FollowState:
-    length = min(HEAD_BYTES, offset)
+def _state_for(entry: LogFile, offset: int, last_line: str | None, seen: int) -> FollowState:
+    """The position ``offset`` in ``entry``, identified by the first bytes seen in it.
+
+    The fingerprint covers the bytes that were in the file when we read it (``seen``), not
+    only the consumed ones: a partial last line is already fixed content, and without it a
+    file we read nothing of yet (offset 0) could not be told from its copytruncate copy.
+    """
+    length = min(HEAD_BYTES, seen)
     head = _head(entry, length) if length else b""
-    return FollowState(entry.device, entry.inode, offset, length, _hash(head or b""), last_stamp)
+    if head is None:  # shrank under us: identify by what we consumed only
+        length = min(HEAD_BYTES, offset)
+        head = _head(entry, length) if length else b""
+    return FollowState(entry.device, entry.inode, offset, length, _hash(head or b""), last_line)
 
 
-def _read(entry: LogFile, start: int, report: FollowReport, chunk_bytes: int) -> Iterator[Batch]:
-    """Yield the complete lines of one file from ``start``, a batch per chunk."""
+def _read(
+    entry: LogFile, start: int, report: FollowReport, chunk_bytes: int, watermark: list[str | None]
+) -> Iterator[Batch]:
+    """Yield the complete lines of one file from ``start``, a batch per chunk.
+
+    ``watermark`` holds the timestamp of the last line handed out, carried from file to file.
+    """
     try:
         handle = _open(entry)
     except OSError as exc:
@@ -365,18 +409,18 @@ def _read(entry: LogFile, start: int, report: FollowReport, chunk_bytes: int) ->
                 carry = data[cut + 1:]
                 lines = _decode(data[:cut])
                 consumed = position - len(carry)
-                head_state = _next_state(entry, consumed, lines, head_state)
+                head_state = _next_state(entry, consumed, lines, head_state, position, watermark)
                 report.lines += len(lines)
                 yield Batch(lines, head_state, entry.path)
             if carry and not entry.live:
                 lines = _decode(carry)  # a closed file's last line: it will never be finished
-                head_state = _next_state(entry, position, lines, head_state)
+                head_state = _next_state(entry, position, lines, head_state, position, watermark)
                 report.lines += len(lines)
                 yield Batch(lines, head_state, entry.path)
             elif head_state is None:
                 # Nothing new: still move the position onto this file (a rotation happened).
                 consumed = position - len(carry)
-                yield Batch([], _next_state(entry, consumed, [], None), entry.path)
+                yield Batch([], _next_state(entry, consumed, [], None, position, watermark), entry.path)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             log.warning("%s is damaged, reading stopped there: %s", entry.path, exc)
 
@@ -393,17 +437,55 @@ def _decode(data: bytes) -> list[str]:
     return [line.rstrip("\r") for line in data.decode("utf-8", errors="replace").split("\n")]
 
 
-def _next_state(entry: LogFile, offset: int, lines: list[str], previous: FollowState | None) -> FollowState:
-    stamp = _last_stamp(lines) or (previous.last_stamp if previous else None)
+def _next_state(
+    entry: LogFile, offset: int, lines: list[str], previous: FollowState | None, seen: int,
+    watermark: list[str | None],
+) -> FollowState:
+    stamp = _last_line(lines) or watermark[0]
+    watermark[0] = stamp
     if previous is not None and previous.head_length == HEAD_BYTES:
         return FollowState(entry.device, entry.inode, offset, HEAD_BYTES, previous.head_hash, stamp)
-    return _state_for(entry, offset, stamp)
+    return _state_for(entry, offset, stamp, seen)
 
 
-def _last_stamp(lines: list[str]) -> str | None:
+def _last_line(lines: list[str]) -> str | None:
+    """The last line that starts with a timestamp (kept to LINE_KEEP characters)."""
     for line in reversed(lines):
-        if line[:1].isdigit():
-            stamp = line.split(" ", 1)[0]
-            if "T" in stamp:
-                return stamp
+        if _stamp(line) is not None:
+            return line[:LINE_KEEP]
     return None
+
+
+def _stamp(line: str | None) -> str | None:
+    """The timestamp a chia log line starts with, or None."""
+    if not line or not line[:1].isdigit() or " " not in line:
+        return None
+    stamp = line.split(" ", 1)[0]
+    return stamp if len(stamp) >= 19 and stamp[10:11] == "T" else None
+
+
+def _holds_line(entry: LogFile, last_line: str | None) -> bool:
+    """Whether ``last_line`` is among the file's leading lines of the same millisecond.
+
+    Tells a file we already read (it holds the last line we read) from a newer one that only
+    starts in the same millisecond; chia writes bursts of lines within one millisecond.
+    """
+    stamp = _stamp(last_line)
+    if stamp is None:
+        return False
+    try:
+        with _open(entry) as handle:
+            for _ in range(10_000):
+                raw = handle.readline(64 * 1024)
+                if not raw:
+                    return False
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                line_stamp = _stamp(line)
+                if line_stamp is not None and line_stamp != stamp:
+                    return False
+                if line[:LINE_KEEP] == last_line:
+                    return True
+    except (OSError, EOFError, zlib.error):
+        return False
+    return False
+
