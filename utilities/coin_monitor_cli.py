@@ -78,7 +78,7 @@ def summary_data(settings: Settings, db: StateDB, last: int) -> dict[str, Any]:
         "blocks_farmed": blocks,
         "log": str(log_path),
         "log_offset": state.offset if state else None,
-        "last_log_line": state.last_stamp if state else None,
+        "last_log_line": state.last_line.split(" ", 1)[0] if state and state.last_line else None,
         "harvester_last_check": harvester.last_stamp,
         "harvester_plots": harvester.total_plots,
         "last_events": [
