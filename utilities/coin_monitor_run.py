@@ -291,8 +291,9 @@ def run_monitor(
     outcome.log_level_warning = warn_about_log_level(settings, db, now())
     harvester = load_harvester(db)
     state = load_state(db, log_path)
-    if state is None and not log_path.exists():
-        log.warning("chia's log %s does not exist yet (farmer.chia_log); nothing to follow", log_path)
+    missing = not log_path.exists() and not log_path.with_name(log_path.name + ".1").exists()
+    if db.alert_transition("coin_monitor.no_chia_log", missing, str(log_path)):
+        log.warning("chia's log %s does not exist (farmer.chia_log): nothing to follow until it does", log_path)
     for batch in follow(log_path, state, settings.start_at, outcome.report):
         events, harvester = derive_events(batch.lines, harvester, settings)
         for kind, count in record_batch(db, log_path, batch, events, harvester).items():

@@ -295,10 +295,12 @@ def follow(
             plan.append((entry, state.offset))
             plan += [(newer, 0) for newer in chain[index + 1:]]
             report.rotations = len(chain) - 1 - index
-            if (entry.device, entry.inode) == (state.device, state.inode) or entry.compressed:
-                pass
-            else:
-                report.truncated = any(f.live and (f.device, f.inode) == (state.device, state.inode) for f in chain)
+            # copytruncate: our bytes live on in a copy while the live file kept our inode.
+            report.truncated = not entry.live and any(
+                f.live and (f.device, f.inode) == (state.device, state.inode) for f in chain
+            )
+        elif not chain:
+            return  # no log at all (chia stopped, or a wrong farmer.chia_log): nothing to read
         else:
             report.lost_track = True
             plan += _after_watermark(chain, state.last_line)
