@@ -20,7 +20,8 @@ Safety rules, each for a plot-losing or farm-breaking failure seen in the wild:
 * On any failure, signal (SIGTERM, SIGHUP, SIGPIPE, SIGINT) or end of the control channel the
   part file is removed.  Only SIGKILL (or a power cut) can leave it, and every later receiver
   on that directory removes part files no living receiver holds (an ``flock`` on the part file
-  marks it alive; the kernel drops the lock when its process dies).
+  marks it alive; the kernel drops the lock when its process dies).  These part-file rules
+  live in ``utilities/part_files.py``: move_local_plots.py writes into the same directories.
 * The drive's space is reserved up front (``fallocate``) so a full disk fails in a second, not
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
 * Only a connection from the plotter's address is accepted: ``SSH_CLIENT``, plus the
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import os
 import select
@@ -61,21 +61,18 @@ if _REPO not in sys.path:
 
 import xxhash  # noqa: E402
 
+from utilities import part_files  # noqa: E402
 from utilities import transfer as proto  # noqa: E402
 from utilities.errors import PlotFileError  # noqa: E402
+from utilities.part_files import SPACE_MARGIN, part_name  # noqa: E402
 from utilities.plots import validate_plot_name  # noqa: E402
 
 DEFAULT_IDLE_TIMEOUT = 120.0
-# Room asked for on top of the plot itself in the statvfs pre-check (file system metadata);
-# fallocate afterwards is the real test.
-SPACE_MARGIN = 1024 * 1024
 # While data flows the receiver only reads the socket; when it stalls, this often (seconds) it
 # looks at stdin (plotter gone?) and at the idle clock.
 CHECK_INTERVAL = 1.0
 # SO_RCVLOWAT while streaming: one wake-up per 256 KiB instead of per arriving segment.
 RECV_LOW_WATER = 256 * 1024
-PART_PREFIX = "."
-PART_SUFFIX = ".part"
 _SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT)
 
 
@@ -236,45 +233,10 @@ class Control:
 # --------------------------------------------------------------------------------------------
 
 
-def _part_name(name: str) -> str:
-    return f"{PART_PREFIX}{name}{PART_SUFFIX}"
-
-
-def _is_part_name(entry: str) -> bool:
-    if not (entry.startswith(PART_PREFIX) and entry.endswith(PART_SUFFIX)):
-        return False
-    try:
-        validate_plot_name(entry[len(PART_PREFIX) : -len(PART_SUFFIX)])
-    except PlotFileError:
-        return False
-    return True
-
-
-def _fallocate(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes with fallocate(2) itself.
-
-    ``os.posix_fallocate`` falls back in glibc to writing one byte per block where the file
-    system has no fallocate (ntfs-3g, some FUSE), which for a 100 GiB plot takes hours; here
-    such a file system raises EOPNOTSUPP and the caller relies on the statvfs check instead.
-    """
-    import ctypes  # only the receiver needs it; kept out of the module's start-up
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
-    if function is None:
-        os.posix_fallocate(fd, 0, size)
-        return
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    if function(fd, 0, 0, size) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
 class Receiver:
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.part = _part_name(options.name)
+        self.part = part_name(options.name)
         self.control = Control()
         self.dir_fd: int | None = None
         self.part_fd: int | None = None
@@ -290,7 +252,7 @@ class Receiver:
         """Open DIR once; every later step is relative to this fd, so it is the same directory
         even if the path is remounted or replaced while we run."""
         try:
-            self.dir_fd = os.open(self.options.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.dir_fd = part_files.open_directory(self.options.dest)
         except OSError as exc:
             raise Failure(proto.ERR_BAD_DEST, f"{self.options.dest}: {exc.strerror}") from None
 
@@ -335,9 +297,8 @@ class Receiver:
 
     def check_space(self) -> None:
         assert self.dir_fd is not None
-        info = os.fstatvfs(self.dir_fd)
-        free = info.f_bavail * info.f_frsize
-        if free < self.options.size + SPACE_MARGIN:
+        free = part_files.free_bytes(self.dir_fd)
+        if not part_files.has_room(free, self.options.size):
             raise Failure(
                 proto.ERR_NO_SPACE,
                 f"{self.options.size} bytes needed, {free} free in {self.options.dest}",
@@ -345,82 +306,47 @@ class Receiver:
 
     # -- part files -------------------------------------------------------------------------
 
-    def _remove_if_stale(self, entry: str) -> bool:
-        """Remove part file ``entry`` if no living receiver holds it; True if it was removed."""
-        try:
-            fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            note(f"cannot open {entry} to check it: {exc.strerror}")
-            return False
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return False
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False  # a living receiver holds it
-            try:
-                current = os.stat(entry, dir_fd=self.dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                return True
-            if current.st_ino != os.fstat(fd).st_ino:
-                return False  # replaced meanwhile by someone else's fresh part
-            os.unlink(entry, dir_fd=self.dir_fd)
-            note(f"removed stale {entry} left by a receiver that died")
-            return True
-        finally:
-            os.close(fd)
-
     def clean_stale_parts(self) -> None:
-        """Remove part files left by dead receivers: each is a preallocated, wasted plot slot."""
+        """Remove part files left by dead receivers or local moves: each is a preallocated,
+        wasted plot slot (the rules are utilities/part_files.py's, shared with local moves)."""
         assert self.dir_fd is not None
         try:
-            entries = [e.name for e in os.scandir(self.dir_fd) if _is_part_name(e.name)]
+            entries = part_files.stale_part_candidates(self.dir_fd)
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot list {self.options.dest}: {exc.strerror}") from None
         for entry in entries:
-            if not self._remove_if_stale(entry) and entry == self.part:
+            check = part_files.remove_if_stale(self.dir_fd, entry)
+            if check.unreadable:
+                note(f"cannot open {entry} to check it: {check.unreadable}")
+            if check.removed:
+                note(f"removed stale {entry} left by a writer that died")
+            if not check.gone and entry == self.part:
                 raise Failure(proto.ERR_BUSY, f"another receiver is receiving {self.options.name}")
 
     def create_part(self) -> None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        assert self.dir_fd is not None
         try:
-            fd = os.open(self.part, flags, 0o644, dir_fd=self.dir_fd)
+            self.part_fd, self.part_inode = part_files.create_part(self.dir_fd, self.part)
         except FileExistsError:
             raise Failure(proto.ERR_BUSY, f"another receiver is receiving {self.options.name}") from None
+        except part_files.LostRace:
+            raise Failure(proto.ERR_BUSY, f"lost a race for {self.part}; try again") from None
         except OSError as exc:
             kind = proto.ERR_BAD_DEST if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else proto.ERR_IO
             raise Failure(kind, f"cannot create {self.part} in {self.options.dest}: {exc.strerror}") from None
-        self.part_fd = fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            current = os.stat(self.part, dir_fd=self.dir_fd, follow_symlinks=False)
-        except (BlockingIOError, FileNotFoundError):
-            # Another receiver took our brand-new file for a stale one (a microsecond window).
-            self.part_fd = None
-            os.close(fd)
-            raise Failure(proto.ERR_BUSY, f"lost a race for {self.part}; try again") from None
-        if current.st_ino != os.fstat(fd).st_ino:
-            self.part_fd = None
-            os.close(fd)
-            raise Failure(proto.ERR_BUSY, f"lost a race for {self.part}; try again")
-        self.part_inode = current.st_ino
 
     def preallocate(self) -> None:
         assert self.part_fd is not None
         try:
-            _fallocate(self.part_fd, self.options.size)
+            reserved = part_files.preallocate(self.part_fd, self.options.size)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise Failure(proto.ERR_NO_SPACE, f"cannot reserve {self.options.size} bytes: {exc.strerror}") from None
             if exc.errno == errno.EFBIG:
                 raise Failure(proto.ERR_NO_SPACE, f"file system cannot hold a {self.options.size}-byte file") from None
-            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                note(f"no fallocate on this file system ({exc.strerror}); relying on the free-space check")
-                return
             raise Failure(proto.ERR_IO, f"cannot reserve space: {exc.strerror}") from None
+        if not reserved:
+            note("no fallocate on this file system; relying on the free-space check")
 
     # -- network --------------------------------------------------------------------------
 
@@ -613,21 +539,19 @@ class Receiver:
         name = self.options.name
         try:
             os.fsync(self.part_fd)
-            current = os.stat(self.part, dir_fd=self.dir_fd, follow_symlinks=False)
+            ours = part_files.is_ours(self.dir_fd, self.part, self.part_inode)
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot flush {self.part}: {exc.strerror}") from None
-        if current.st_ino != self.part_inode:
+        if not ours:
             raise Failure(proto.ERR_IO, f"{self.part} was replaced while receiving")
         try:
-            os.link(self.part, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd, follow_symlinks=False)
+            linked = part_files.link_into_place(self.dir_fd, self.part, name)
         except FileExistsError:
             raise Failure(proto.ERR_EXISTS, f"{name} appeared in {self.options.dest} while receiving") from None
         except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
-                raise Failure(proto.ERR_IO, f"cannot link {name}: {exc.strerror}") from None
-            self._rename_without_links()
-        else:
-            self.committed = True
+            raise Failure(proto.ERR_IO, f"cannot rename {self.part} to {name}: {exc.strerror}") from None
+        self.committed = True
+        if linked:
             try:
                 os.unlink(self.part, dir_fd=self.dir_fd)
             except OSError as exc:
@@ -636,21 +560,6 @@ class Receiver:
             os.fsync(self.dir_fd)
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot flush directory {self.options.dest}: {exc.strerror}") from None
-
-    def _rename_without_links(self) -> None:
-        """File systems without hard links (exFAT, FAT): check, then rename (a tiny race)."""
-        name = self.options.name
-        try:
-            os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            pass
-        else:
-            raise Failure(proto.ERR_EXISTS, f"{name} appeared in {self.options.dest} while receiving")
-        try:
-            os.rename(self.part, name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
-        except OSError as exc:
-            raise Failure(proto.ERR_IO, f"cannot rename {self.part} to {name}: {exc.strerror}") from None
-        self.committed = True
 
     def resolve_peer(self) -> None:
         """Whom to accept the stream from: the SSH client's address and ``--allow-from`` (the
@@ -687,16 +596,13 @@ class Receiver:
         deletes two OG plots for what one would have made room for.
         """
         assert self.dir_fd is not None
-        fcntl.flock(self.dir_fd, fcntl.LOCK_EX)
-        try:
+        with part_files.directory_turn(self.dir_fd):
             self.clean_stale_parts()
             if self.options.replace_old_plots:
                 self.make_room()
             self.check_space()
             self.create_part()
             self.preallocate()
-        finally:
-            fcntl.flock(self.dir_fd, fcntl.LOCK_UN)
 
     def run(self) -> str:
         self.resolve_peer()
@@ -730,11 +636,7 @@ class Receiver:
         if self.part_fd is not None:
             if not self.committed:
                 try:
-                    current = os.stat(self.part, dir_fd=self.dir_fd, follow_symlinks=False)
-                    if current.st_ino == self.part_inode:
-                        os.unlink(self.part, dir_fd=self.dir_fd)
-                except FileNotFoundError:
-                    pass
+                    part_files.remove_own_part(self.dir_fd, self.part, self.part_inode)
                 except OSError as exc:
                     note(f"cannot remove {self.part}: {exc.strerror}")
             os.close(self.part_fd)

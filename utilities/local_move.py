@@ -20,13 +20,15 @@ The guarantees are the receiver's (receive_plot.py), because a lost plot is hour
   ``stall_seconds`` without a byte, which aborts the move instead of hanging every later
   cron run. A stalled worker keeps its file descriptors until its system call returns, so a
   reused descriptor number can never receive its late write.
+
+The part-file rules (naming, liveness, stale clean-up, reservation, the final link) are
+``utilities/part_files.py``'s, the very code receive_plot.py runs, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import stat
@@ -38,17 +40,15 @@ from pathlib import Path
 
 import xxhash
 
+from utilities import part_files
 from utilities.errors import PlotManagerError
-from utilities.plots import KIND_POOL, validate_plot_name
+from utilities.part_files import SPACE_MARGIN, free_bytes, has_room, part_name
+from utilities.plots import KIND_POOL
 from utilities.replace import make_room_for
 from utilities.transfer import DEFAULT_CHUNK, SourceIdentity, hash_file
 
 log = logging.getLogger(__name__)
 
-PART_PREFIX = "."
-PART_SUFFIX = ".part"
-# Room asked for on top of the plot (file system metadata), as the receiver does.
-SPACE_MARGIN = 1024 * 1024
 # Flush and drop the written pages this often: the final fsync stays short (no stall alarm
 # while it runs) and a 100 GiB copy does not push the plotter's working set out of memory.
 SYNC_EVERY = 256 * 1024 * 1024
@@ -68,20 +68,6 @@ Progress = Callable[[str, int, int], None]
 
 def pread_into(fd: int, buffer: memoryview, offset: int) -> int:
     return os.preadv(fd, [buffer], offset)
-
-
-def part_name(name: str) -> str:
-    return f"{PART_PREFIX}{name}{PART_SUFFIX}"
-
-
-def is_part_name(entry: str) -> bool:
-    if not (entry.startswith(PART_PREFIX) and entry.endswith(PART_SUFFIX)):
-        return False
-    try:
-        validate_plot_name(entry[len(PART_PREFIX) : -len(PART_SUFFIX)])
-    except PlotManagerError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -124,39 +110,21 @@ class _Stop(Exception):
 def remove_stale_part(dir_fd: int, entry: str) -> bool:
     """Remove part file ``entry`` unless a living writer holds its flock; True when it is gone.
 
-    The same rule receive_plot.py applies, so either side cleans up after the other.
+    The rule receive_plot.py applies too (utilities/part_files.py), so either side cleans up
+    after the other.
     """
-    try:
-        fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return True
-    except OSError as exc:
-        log.warning("cannot open %s to check it: %s", entry, exc.strerror)
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # a living receiver or mover is writing it
-        try:
-            current = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return True
-        if current.st_ino != os.fstat(fd).st_ino:
-            return False
-        os.unlink(entry, dir_fd=dir_fd)
+    check = part_files.remove_if_stale(dir_fd, entry)
+    if check.unreadable:
+        log.warning("cannot open %s to check it: %s", entry, check.unreadable)
+    if check.removed:
         log.info("removed stale %s left by a copy that died", entry)
-        return True
-    finally:
-        os.close(fd)
+    return check.gone
 
 
 def remove_stale_part_path(path: Path) -> bool:
     """``remove_stale_part`` by full path (parts recorded by an earlier run); True when gone."""
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = part_files.open_directory(path.parent)
     except FileNotFoundError:
         return True  # the directory (or the drive) is gone, and the part with it
     except OSError:
@@ -169,41 +137,11 @@ def remove_stale_part_path(path: Path) -> bool:
 
 def clean_stale_parts(dir_fd: int) -> None:
     try:
-        entries = [e.name for e in os.scandir(dir_fd) if is_part_name(e.name)]
+        entries = part_files.stale_part_candidates(dir_fd)
     except OSError as exc:
         raise _Stop(DRIVE_GONE, f"cannot list the destination: {exc.strerror}") from None
     for entry in entries:
         remove_stale_part(dir_fd, entry)
-
-
-# -- space ---------------------------------------------------------------------------------------
-
-
-def _fallocate(fd: int, size: int) -> None:
-    """Reserve with fallocate(2) itself: glibc's posix_fallocate falls back to writing a byte
-    per block on file systems without it (ntfs-3g), which for a big plot takes hours."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
-    if function is None:
-        os.posix_fallocate(fd, 0, size)
-        return
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    if function(fd, 0, 0, size) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def free_bytes(fd: int) -> int:
-    info = os.fstatvfs(fd)
-    return info.f_bavail * info.f_frsize
-
-
-def has_room(free: int, size: int) -> bool:
-    """Pure: the drive takes the plot plus the metadata margin."""
-    return free >= size + SPACE_MARGIN
 
 
 # -- the byte loop ------------------------------------------------------------------------------
@@ -368,37 +306,27 @@ class _PartFile:
         self.inode: int | None = None
 
     def create(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(self.name, flags, 0o644, dir_fd=self.dir_fd)
+            self.fd, self.inode = part_files.create_part(self.dir_fd, self.name)
         except FileExistsError:
             raise _Stop(FAILED, f"{self.name} is being written by another process") from None
+        except part_files.LostRace:
+            raise _Stop(FAILED, f"lost a race for {self.name}; trying again next run") from None
         except OSError as exc:
             raise _Stop(DRIVE_GONE, f"cannot create {self.name}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            current = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
-            raise _Stop(FAILED, f"lost a race for {self.name}; trying again next run") from None
-        self.fd, self.inode = fd, current.st_ino
-        return fd
+        return self.fd
 
     def remove(self) -> None:
         """Remove our part file (only if the name is still ours)."""
-        if self.inode is None:
-            return
         with contextlib.suppress(OSError):
-            if os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False).st_ino == self.inode:
-                os.unlink(self.name, dir_fd=self.dir_fd)
+            part_files.remove_own_part(self.dir_fd, self.name, self.inode)
         self.inode = None
 
 
 def _reserve(dir_fd: int, dest_dir: Path, part: _PartFile, size: int, replace_og: bool) -> Path | None:
     """Clean stale parts, make room (replace mode), check space, create and preallocate the
     part: one step under the directory's flock, as receivers do. Returns a deleted OG plot."""
-    fcntl.flock(dir_fd, fcntl.LOCK_EX)
-    try:
+    with part_files.directory_turn(dir_fd):
         clean_stale_parts(dir_fd)
         replaced = None
         if replace_og and not has_room(free_bytes(dir_fd), size):
@@ -411,38 +339,30 @@ def _reserve(dir_fd: int, dest_dir: Path, part: _PartFile, size: int, replace_og
             raise _Stop(NO_ROOM, f"{dest_dir} has {free} bytes free, the plot needs {size + SPACE_MARGIN}")
         fd = part.create()
         try:
-            _fallocate(fd, size)
+            part_files.preallocate(fd, size)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise _Stop(NO_ROOM, f"cannot reserve {size} bytes in {dest_dir}: {exc.strerror}") from None
-            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise _Stop(FAILED, f"cannot reserve space in {dest_dir}: {exc.strerror}") from None
+            raise _Stop(FAILED, f"cannot reserve space in {dest_dir}: {exc.strerror}") from None
         return replaced
-    finally:
-        fcntl.flock(dir_fd, fcntl.LOCK_UN)
 
 
 def _commit(dir_fd: int, part: _PartFile, name: str, dest_dir: Path) -> None:
     """Give the verified part its final name, never over an existing file; fsync the dir."""
     assert part.fd is not None
     try:
-        current = os.stat(part.name, dir_fd=dir_fd, follow_symlinks=False)
+        ours = part_files.is_ours(dir_fd, part.name, part.inode)
     except OSError as exc:
         raise _Stop(FAILED, f"{part.name} vanished before it could be renamed: {exc.strerror}") from None
-    if current.st_ino != part.inode:
+    if not ours:
         raise _Stop(FAILED, f"{part.name} was replaced while copying")
     try:
-        os.link(part.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        linked = part_files.link_into_place(dir_fd, part.name, name)
     except FileExistsError:
         raise _Stop(FAILED, f"{name} appeared in {dest_dir} while copying") from None
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK):
-            raise _Stop(FAILED, f"cannot link {name}: {exc.strerror}") from None
-        # No hard links (exFAT, FAT): check, then rename (a tiny race, as the receiver has).
-        if os.path.lexists(os.path.join(dest_dir, name)):
-            raise _Stop(FAILED, f"{name} appeared in {dest_dir} while copying") from None
-        os.rename(part.name, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    else:
+        raise _Stop(FAILED, f"cannot rename {part.name} to {name}: {exc.strerror}") from None
+    if linked:
         os.unlink(part.name, dir_fd=dir_fd)
     part.inode = None  # committed: nothing to remove any more
     os.fsync(dir_fd)
@@ -458,7 +378,7 @@ def delete_source(source: Path, identity: SourceIdentity) -> str:
         return f"the source changed after it was copied ({identity} -> {now})"
     os.unlink(source)
     with contextlib.suppress(OSError):
-        dir_fd = os.open(source.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = part_files.open_directory(source.parent)
         try:
             os.fsync(dir_fd)
         finally:
@@ -514,7 +434,7 @@ def move_plot(
     except OSError as exc:
         return result(FAILED, f"cannot read {source}: {exc.strerror or exc}")
     try:
-        dir_fd = os.open(dest_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        dir_fd = part_files.open_directory(dest_dir)
     except OSError as exc:
         return result(DRIVE_GONE, f"cannot open {dest_dir}: {exc.strerror}")
     part = _PartFile(dir_fd, name)

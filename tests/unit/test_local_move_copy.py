@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.gated_reader import GatedReader
 from tests.support.hashing import xxh3
 from tests.support.plotmaker import copy_plot
-from utilities.local_move import FAILED, MOVED, MoveOptions, is_part_name, move_plot, part_name, pread_into
+from utilities.local_move import FAILED, MOVED, MoveOptions, move_plot, pread_into
+from utilities.part_files import part_name
 
 
 @pytest.fixture
@@ -20,22 +21,6 @@ def dirs(tmp_path: Path) -> tuple[Path, Path]:
     source.mkdir()
     dest.mkdir()
     return source, dest
-
-
-class GatedReader:
-    """Reads normally until ``hold_after`` bytes, then blocks in read() until the gate opens:
-    from the copy's point of view, a disk that stopped answering."""
-
-    def __init__(self, hold_after: int) -> None:
-        self.hold_after = hold_after
-        self.gate = threading.Event()
-        self.holding = threading.Event()
-
-    def __call__(self, fd: int, buffer: memoryview, offset: int) -> int:
-        if offset >= self.hold_after:
-            self.holding.set()
-            self.gate.wait()
-        return pread_into(fd, buffer, offset)
 
 
 @pytest.fixture
@@ -129,12 +114,6 @@ def test_stale_part_of_a_killed_copy_is_removed_and_a_live_one_kept(dirs: tuple[
         result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
     assert result.ok
     assert _leftovers(dest) == sorted([plot.name, live.name])
-
-
-def test_part_names() -> None:
-    name = "plot-k32-2021-05-01-00-00-" + "c" * 64 + ".plot"
-    assert is_part_name(part_name(name))
-    assert not is_part_name(name) and not is_part_name(".x.part") and not is_part_name(f".{name}.partial")
 
 
 def test_unwritable_destination_fails_without_touching_the_source(dirs: tuple[Path, Path]) -> None:
