@@ -11,6 +11,7 @@ Three layers, so the decisions can be tested without disks:
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import os
 import subprocess
@@ -169,6 +170,14 @@ def choose_replace_drive(drives: Sequence[DriveState], offline: Iterable[str]) -
     return next((d for d in drives if d.mounted and d.name not in offline_names and d.plots_og > 0), None)
 
 
+def online_free_slots(
+    drives: Sequence[DriveState], offline: Iterable[str], plot_size: int, reserve_slots: int = 0
+) -> int:
+    """Pure: the free plot slots of the mounted drives that are not offline."""
+    offline_names = set(offline)
+    return sum(d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names)
+
+
 def choose_receive_target(
     drives: Sequence[DriveState],
     offline: Iterable[str],
@@ -178,19 +187,24 @@ def choose_receive_target(
     replace: bool = False,
     fill_empty_first: bool = True,
     low_water_mark: int = 0,
+    *,
+    farm_free_slots: int | None = None,
 ) -> tuple[DriveState | None, bool]:
     """The receive drive and whether incoming plots may replace old OG plots on it.
 
     Without replacement this is ``choose_receive_drive``. With it: free space first while the
     farm's free slots are above the low-water mark (if ``fill_empty_first``), then the first
     drive with OG plots; with no OG plot left, free space again; None when neither is possible.
+    The farm's free slots are those of ``drives`` unless ``farm_free_slots`` says otherwise
+    (``choose_local_receive_target`` chooses among some drives, but the mark is the farm's).
     """
     offline_names = set(offline)
     fill = choose_receive_drive(drives, offline_names, plot_size, reserve_slots, policy)
     if not replace:
         return fill, False
-    free_slots = sum(d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names)
-    if fill is not None and fill_empty_first and free_slots > low_water_mark:
+    if farm_free_slots is None:
+        farm_free_slots = online_free_slots(drives, offline_names, plot_size, reserve_slots)
+    if fill is not None and fill_empty_first and farm_free_slots > low_water_mark:
         return fill, False
     target = choose_replace_drive(drives, offline_names)
     if target is not None:
@@ -220,22 +234,15 @@ def choose_local_receive_target(
     """
     offline_names = set(offline)
     busy = {name for name in network_drives if name}
-    others = [d for d in drives if d.name not in busy]
-    fill = choose_receive_drive(others, offline_names, plot_size, reserve_slots, policy)
-    if replace:
-        free_slots = sum(
-            d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names
-        )
-        if fill is None or not fill_empty_first or free_slots <= low_water_mark:
-            target = choose_replace_drive(others, offline_names)
-            if target is not None:
-                return target, True
-    if fill is not None:
-        return fill, False
-    return choose_receive_target(
-        drives, offline_names, plot_size, reserve_slots, policy,
-        replace=replace, fill_empty_first=fill_empty_first, low_water_mark=low_water_mark,
+    choose = functools.partial(
+        choose_receive_target, offline=offline_names, plot_size=plot_size, reserve_slots=reserve_slots,
+        policy=policy, replace=replace, fill_empty_first=fill_empty_first, low_water_mark=low_water_mark,
     )
+    farm = online_free_slots(drives, offline_names, plot_size, reserve_slots)
+    target, may_replace = choose([d for d in drives if d.name not in busy], farm_free_slots=farm)
+    if target is not None:
+        return target, may_replace
+    return choose(drives)
 
 
 def find_drive(drives: Sequence[DriveLocation], wanted: str) -> DriveLocation:
