@@ -65,6 +65,20 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def local_drive_data(snap: HarvesterSnapshot) -> dict[str, Any]:
+    """The drive reserved for move_local_plots.py, as the harvester pass recorded it in the
+    snapshot; empty when local moves are off (the pass then records no such key)."""
+    if "local_receive_drive" not in snap.extra:
+        return {}
+    local = snap.drive(snap.extra["local_receive_drive"])
+    return {
+        "local_receive_drive": local.name if local else None,
+        "local_receive_mountpoint": local.mountpoint if local else None,
+        "local_receive_device": local.device if local else None,
+        "local_replaces_old_plots": bool(snap.extra.get("local_replaces_old_plots")) if local else False,
+    }
+
+
 def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -> dict[str, Any]:
     """The -pr figures as plain data: the JSON output, and the source of the text layout."""
     receive = snap.drive(snap.receive_drive)
@@ -93,6 +107,7 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "receive_temperature": format_temperature(receive_smart) if receive else None,
         "receive_health": format_health(receive_smart) if receive else None,
         "receive_serial": receive_smart.serial if receive and receive_smart else None,
+        **local_drive_data(snap),
         "drives": [d.__dict__ for d in snap.drives],
     }
 
@@ -119,6 +134,11 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
         ("Temperature of Current Plot Drive:", data["receive_temperature"]),
         ("Latest Smart Drive Assessment of Plot Drive:", data["receive_health"]),
     ]
+    if "local_receive_drive" in data:  # harvester.local_moves.enabled
+        rows += [
+            ("Current Local Plot Storage Drive:", data["local_receive_device"] or "NONE - no drive has room"),
+            ("Current Local Plot Storage Mountpoint:", data["local_receive_mountpoint"]),
+        ]
     lines += [report_line(label, value) for label, value in rows]
     lines.append("#" * WIDTH)
     return "\n".join(lines)
