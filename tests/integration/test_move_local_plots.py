@@ -15,7 +15,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,15 +24,17 @@ from typing import Any
 
 import pytest
 
+from tests.support.gated_reader import GatedReader
 from tests.support.harvester_env import REPO, Harvester, harvester_config
 from tests.support.hashing import xxh3
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plotmaker import cached_plot, copy_plot
 from tests.support.smtp_server import SMTPTestServer, smtp_server
 from utilities.config import load_settings
-from utilities.local_move import pread_into
 from utilities.local_move_run import run_local_moves
 from utilities.notify import Notifier
+from utilities.reports import plot_report_data
+from utilities.snapshot import HarvesterSnapshot
 from utilities.state import StateDB
 
 pytestmark = [pytest.mark.root, requires_root_and_loop]
@@ -76,6 +77,21 @@ class LocalFarm:
             [sys.executable, str(REPO / "move_local_plots.py"), "--config", str(self.harvester.config_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+
+    @contextmanager
+    def move_under_way(self, plot: Path) -> Iterator[subprocess.Popen[str]]:
+        """move_local_plots.py running, a quarter into copying ``plot``; killed if it is still
+        running when the block ends (a failed assertion included)."""
+        proc = self.popen_move()
+        try:
+            _wait_until(lambda: f"{plot.name}: copy 25%" in self.log_text() or proc.poll() is not None,
+                        "a quarter copied")
+            assert proc.poll() is None, proc.communicate()
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=60)
 
     def log_text(self) -> str:
         path = self.harvester.state_dir / "logs" / "move_local_plots.log"
@@ -125,6 +141,8 @@ def test_plots_move_intact_to_a_drive_apart_from_the_network_drive(farm: LocalFa
     export = farm.harvester.export()
     assert export["receive_drive"] == "drive0"
     assert farm.local_drive() == "drive1"  # never the drive receiving from the network
+    report = plot_report_data(HarvesterSnapshot.from_dict(export), None)  # -pr's figures from this pass
+    assert (report["local_receive_drive"], report["local_receive_mountpoint"]) == ("drive1", str(farm.drive("drive1")))
     plots = [copy_plot("og", farm.out), copy_plot("pool", farm.out)]
     digests = {p.name: xxh3(p) for p in plots}
     proc = farm.move()
@@ -218,13 +236,8 @@ def test_killed_copy_loses_nothing_and_the_next_run_completes_it(farm: LocalFarm
     plot = copy_plot("pool", farm.out)
     digest = xxh3(plot)
     part = farm.drive("drive1") / f".{plot.name}.part"
-    proc = farm.popen_move()
-    try:
-        _wait_until(lambda: f"{plot.name}: copy 25%" in farm.log_text() or proc.poll() is not None, "a quarter copied")
-        assert proc.poll() is None, proc.communicate()
+    with farm.move_under_way(plot) as proc:
         os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert part.exists() and not (farm.drive("drive1") / plot.name).exists()
     assert xxh3(plot) == digest
@@ -252,17 +265,10 @@ def test_copy_stalled_on_a_frozen_drive_is_aborted_cleaned_and_retried(farm: Loc
     farm.harvester.run()
     plot = copy_plot("pool", farm.out)
     digest = xxh3(plot)
-    proc = farm.popen_move()
-    try:
-        _wait_until(lambda: f"{plot.name}: copy 25%" in farm.log_text() or proc.poll() is not None, "a quarter copied")
-        assert proc.poll() is None, proc.communicate()
+    with farm.move_under_way(plot) as proc:
         with frozen(farm.drive("drive1")):
             _wait_until(lambda: f"{plot.name}: stalled at byte" in farm.log_text(), "the stall to be detected")
         _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=60)
     assert proc.returncode == 1
     assert f"FAILED {plot}: stalled: no byte copied for 1 s" in stderr
     assert farm.files("drive1") == []  # the part file was removed once the drive answered
@@ -271,22 +277,6 @@ def test_copy_stalled_on_a_frozen_drive_is_aborted_cleaned_and_retried(farm: Loc
     farm.local_moves(max_mb_per_second=0)
     assert farm.move().returncode == 0  # retried on the next run
     assert farm.files("drive1") == [plot.name] and xxh3(farm.drive("drive1") / plot.name) == digest
-
-
-class GatedReader:
-    """pread that blocks once ``hold_after`` bytes are read, until the gate opens: a source
-    disk that stopped answering, as the copy sees it."""
-
-    def __init__(self, hold_after: int = 256 * 1024) -> None:
-        self.hold_after = hold_after
-        self.gate = threading.Event()
-        self.holding = threading.Event()
-
-    def __call__(self, fd: int, buffer: memoryview, offset: int) -> int:
-        if offset >= self.hold_after:
-            self.holding.set()
-            self.gate.wait()
-        return pread_into(fd, buffer, offset)
 
 
 def test_stalled_copy_is_cleaned_retried_held_and_cleared(farm: LocalFarm) -> None:
@@ -366,16 +356,9 @@ def test_terminated_copy_removes_its_part_file(farm: LocalFarm) -> None:
     farm.harvester.run()
     plot = copy_plot("og", farm.out)
     digest = xxh3(plot)
-    proc = farm.popen_move()
-    try:
-        _wait_until(lambda: f"{plot.name}: copy 25%" in farm.log_text() or proc.poll() is not None, "a quarter copied")
-        assert proc.poll() is None, proc.communicate()
+    with farm.move_under_way(plot) as proc:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
     assert proc.returncode == 130 and "error: interrupted" in stderr
     assert farm.files("drive1") == []  # SIGTERM (unlike SIGKILL) leaves no part file behind
     assert xxh3(plot) == digest
