@@ -40,6 +40,7 @@ from utilities.farm_events import (
     PoolError,
     ServiceError,
     SlowPlotLookup,
+    candidate_lines,
     parse_event,
 )
 from utilities.farmer_settings import MOJOS_PER_XCH, FarmerSettings
@@ -137,7 +138,7 @@ def derive_events(
 ) -> tuple[list[NewEvent], HarvesterState]:
     """Pure: the events on ``lines`` and the harvester state after them."""
     events: list[NewEvent] = []
-    for line in lines:
+    for line in candidate_lines(list(lines)):
         event = parse_event(line)
         if event is None:
             continue
