@@ -24,6 +24,9 @@ Chia has written that line in two shapes, both handled here exactly as chia writ
   Note the missing spaces ("...2 plots", "challengeFound"): the f-string pieces are joined
   without separators, and this is what really lands in the log.
 
+Singular forms ("1 V1 proof", "1 V2 quality") and an ISO timezone after the milliseconds (set-ups
+that log aware timestamps) are accepted too; the timestamp is then timezone-aware.
+
 The line prefix comes from ``chia/util/chia_logging.py``:
 ``%(asctime)s.%(msecs)03d {__version__} {service_name} %(name)-{33 - len(service_name)}s:
 %(levelname)-8s %(message)s`` with ``datefmt="%Y-%m-%dT%H:%M:%S"``.  The ``{__version__}``

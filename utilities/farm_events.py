@@ -18,7 +18,9 @@ What each event comes from, as chia writes it:
   <coin id>{'coin': {'amount': N,`` from ``wallet_node`` (1.5.1), and ``request coin: <coin
   id>CoinState { coin: Coin { ..., amount: N }, spent_height: None, created_height: Some(H)
   }`` (1.6.1 and every 2.x). A ``CoinState`` with a ``spent_height`` is the wallet hearing
-  about a spend, not a receipt, and is skipped.
+  about a spend, not a receipt, and is skipped (1.5.1 puts ``spent_height`` on a continuation
+  line, so there a spend notice of a coin we never saw arrive counts as received). Change
+  coins of the farmer's own payments look like any other coin arriving.
 * blocks farmed (service ``full_node``): ``🍀 ️Farmed unfinished_block <hash>`` (the clover is
   followed by an invisible U+FE0F), from 1.2 on with ``, SP: n, validation time: ..., cost:
   ...`` after the hash. ``Added unfinished_block <hash>, not farmed`` is someone else's block.
