@@ -95,6 +95,15 @@ def _cached_uuid_lookup(db: StateDB) -> UuidLookup:
     return lookup
 
 
+def _recorded_local_drive(settings: Settings, db: StateDB) -> dict[str, object]:
+    """The drive the last pass reserved for local plots (only with local moves on), so a
+    report shows it as it shows the receive drive."""
+    if not settings.harvester.local_moves.enabled:
+        return {}
+    local = db.get(LOCAL_RECEIVE_KEY) or {}
+    return {"local_receive_drive": local.get("name"), "local_replaces_old_plots": bool(local.get("replace"))}
+
+
 def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) -> Scan:
     """Discover and scan the drives, keep the header cache current, and build the snapshot.
 
@@ -131,6 +140,7 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
         extra={
             "replace_non_pool_plots": settings.harvester.replace_non_pool_plots,
             "receive_replaces_old_plots": bool(current.get("replace")),
+            **_recorded_local_drive(settings, db),
         },
     )
     return Scan(locations, result.drives, snapshot, result.headers_read)

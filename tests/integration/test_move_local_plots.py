@@ -9,6 +9,7 @@ makes a stall on the source side and several stalls in a row cheap.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -143,6 +144,10 @@ def test_plots_move_intact_to_a_drive_apart_from_the_network_drive(farm: LocalFa
     assert farm.local_drive() == "drive1"  # never the drive receiving from the network
     report = plot_report_data(HarvesterSnapshot.from_dict(export), None)  # -pr's figures from this pass
     assert (report["local_receive_drive"], report["local_receive_mountpoint"]) == ("drive1", str(farm.drive("drive1")))
+    pr = subprocess.run([sys.executable, str(REPO / "drive_manager.py"), "--config", str(farm.harvester.config_path),
+                         "-pr", "--json"], capture_output=True, text=True, timeout=60)
+    assert pr.returncode == 0, pr.stderr
+    assert json.loads(pr.stdout)["local_receive_drive"] == "drive1"  # -pr shows the reservation too
     plots = [copy_plot("og", farm.out), copy_plot("pool", farm.out)]
     digests = {p.name: xxh3(p) for p in plots}
     proc = farm.move()
