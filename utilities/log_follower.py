@@ -160,9 +160,12 @@ def log_chain(log_path: Path) -> list[LogFile]:
         names = os.listdir(log_path.parent)
     except OSError:
         names = []
+    present = set(names)
     for name in names:
         if not name.startswith(prefix) or name == prefix:
             continue
+        if name.endswith(".gz") and name[:-3] in present:
+            continue  # being gzipped right now: the plain file is the whole truth until it goes
         suffix = name[len(prefix):]
         backup, temp = _BACKUP.match(suffix), _TEMP.match(suffix)
         if not backup and not temp:

@@ -292,3 +292,17 @@ def test_gzip_backup_found_by_fingerprint_not_inode(tmp_path: Path) -> None:
     assert (tmp_path / "debug.log.1.gz").stat().st_ino != old_inode
     new = _lines(writer, 1, "b")
     assert reader.run() == new
+
+
+def test_a_backup_being_gzipped_is_read_once(tmp_path: Path) -> None:
+    """Mid-rotation with gzip: the temporary file and its half-written .gz exist side by side."""
+    writer = ChiaLogWriter(tmp_path / "debug.log", use_gzip=True)
+    reader = Reader(writer.path)
+    _lines(writer, 2, "a")
+    reader.run()
+    tail = _lines(writer, 3, "b")
+    temp = writer.rotate_started()
+    with open(temp, "rb") as source, gzip.open(f"{temp}.gz", "wb") as target:
+        target.write(source.read()[:100])  # the compressor is still at work
+    assert reader.run() == tail
+    assert reader.run() == []
