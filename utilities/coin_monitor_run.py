@@ -387,16 +387,19 @@ def notify_pending(
 
 
 def _deliver(db: StateDB, notifier: Notifier, notification: Notification, ids: list[int], now: float) -> bool:
-    """Send; mark the rows notified if any channel delivered (or none is switched on).
+    """Send; mark the rows 'notified' if any channel delivered, 'quiet' if none is switched on.
 
     If every channel failed the rows stay pending for the next run, up to MAX_ATTEMPTS.
     """
     results = notifier.send(notification)
     delivered = not results or any(results.values())
+    status = "notified" if results else "quiet"
     marks = ",".join("?" for _ in ids)
     with db.transaction() as cur:
         if delivered:
-            cur.execute(f"UPDATE farm_events SET status = 'notified', notified_at = ? WHERE id IN ({marks})", (now, *ids))
+            cur.execute(
+                f"UPDATE farm_events SET status = ?, notified_at = ? WHERE id IN ({marks})", (status, now, *ids)
+            )
         else:
             cur.execute(f"UPDATE farm_events SET attempts = attempts + 1 WHERE id IN ({marks})", ids)
             cur.execute(

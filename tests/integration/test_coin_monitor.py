@@ -400,3 +400,20 @@ def test_bad_flags_and_missing_log_are_one_line_errors(tmp_path: Path, smtp: SMT
     farm.write_config()
     proc = farm.run()
     assert proc.returncode == 2 and "farmer.min_coin_xch" in proc.stderr
+
+
+def test_events_without_a_notification_method_are_recorded_quietly(tmp_path: Path, smtp: SMTPTestServer) -> None:
+    farm = Farm(tmp_path, smtp.port)
+    farm.data["notifications"]["events"] = {"block_farmed": ["email"]}
+    farm.write_config()
+    writer = ChiaLogWriter(farm.log, CHIA_2_5_7)
+    writer.coin(1, 2 * XCH)
+    block = writer.block(2)
+    _ok(farm.run())
+    (mail,) = smtp.wait_for(1)
+    assert block in _text(mail)
+    summary = json.loads(_ok(farm.run("--summary", "--json")).stdout)
+    assert [(e["event"], e["status"]) for e in summary["last_events"]] == [
+        ("coin_received", "quiet"), ("block_farmed", "notified")
+    ]
+    assert summary["coins"] == 1 and summary["total_xch"] == "2"
