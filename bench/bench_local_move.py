@@ -15,7 +15,8 @@ What it does (root only):
 2. Makes one ext4 loop-mounted drive (tests/support/loopdrives.py, sparse image under
    --work-dir; the loop device set to direct I/O unless --loop-buffered, so its writes reach the
    host disk once, as a real drive's do).
-3. Per run, round-robin over the tools (load changes of this shared machine hit all alike):
+3. After one untimed warm-up copy, per run, round-robin over the tools (load changes of this
+   shared machine hit all alike), the order rotated each run so no tool always goes first:
 
    * ``cp + sync``: ``cp SRC DEST/`` then ``sync DEST/NAME`` (fsync of the copy only; a plain
      ``sync`` would also flush everything else this shared machine has dirty);
@@ -551,7 +552,7 @@ def print_table(size: int, results: dict[str, list[Sample]]) -> None:
 
 
 def print_details(size: int, results: dict[str, list[Sample]]) -> None:
-    print("\nevery run, seconds (in the order run):")
+    print("\nevery run, seconds (run 1, 2, ...):")
     for tool, samples in results.items():
         print(f"  {tool:13} " + " ".join(f"{s.seconds:6.2f}" for s in samples))
     for tool in ("ours-verify", "ours-noverify"):
@@ -599,15 +600,21 @@ def run_benchmark(args: argparse.Namespace, work: Path, stack: contextlib.ExitSt
              else "source dropped (posix_fadvise DONTNEED)")
     print(f"cache protocol before every run of every tool: destination emptied + syncfs; {cache}; DONTNEED on the "
           "loop image file and the loop device; /proc/sys/vm/drop_caches not touched (shared machine)", flush=True)
+    t0 = time.perf_counter()
+    bench.run_tool("cp")  # untimed warm-up: the fresh filesystem's first big write, the tools' first start
+    print(f"warm-up (one untimed cp): {time.perf_counter() - t0:.1f} s", flush=True)
     results: dict[str, list[Sample]] = {t: [] for t in args.tools}
     for run in range(args.runs):
         t0 = time.perf_counter()
-        for tool in args.tools:
+        # The order rotates each run, so no tool always goes first (or always follows the same one).
+        order = args.tools[run % len(args.tools):] + args.tools[:run % len(args.tools)]
+        for tool in order:
             results[tool].append(bench.run_tool(tool))
-        print(f"run {run + 1}/{args.runs}: {time.perf_counter() - t0:.1f} s, load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"run {run + 1}/{args.runs} ({', '.join(order)}): {time.perf_counter() - t0:.1f} s, "
+              f"load {os.getloadavg()[0]:.2f}", flush=True)
     cached = (f"{min(bench.cached_at_start) * 100:.1f}%..{max(bench.cached_at_start) * 100:.1f}%"
               if bench.cached_at_start else "unknown (no fincore)")
-    print(f"\n{size} bytes ({size / GIB:.2f} GiB); {args.runs} runs per tool, round-robin; MB/s = 10^6 bytes/s; "
+    print(f"\n{size} bytes ({size / GIB:.2f} GiB); {args.runs} runs per tool, round-robin, rotated; MB/s = 10^6 bytes/s; "
           f"source cached at the start of a run: {cached}; every copy checked identical (xxh3-128); "
           f"load {os.getloadavg()[0]:.2f}\n")
     print_table(size, results)
