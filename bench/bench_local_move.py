@@ -57,6 +57,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -295,13 +296,14 @@ class Bench:
         return self.dest / self.master.name
 
     def kill_children(self) -> None:
-        """Stop what we started, by pid, and reap it."""
+        """Stop what we started and reap it: each command runs in its own process group (made
+        for it by ``start_new_session``), so the group's id reaches the tool under ``time``
+        and rsync's helpers too, and nothing else."""
         for proc in self.children:
-            if proc.returncode is None and proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-                    proc.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+                proc.wait(timeout=10)
         self.children.clear()
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> tuple[float, int, float, str, str]:
@@ -316,7 +318,8 @@ class Bench:
                 tempfile.TemporaryFile("w+") as err_file:  # a file, not a pipe: no deadlock on a chatty stderr
             t0 = time.perf_counter()
             proc = subprocess.Popen([TIME, "-o", usage_file.name, "-f", "%M %U %S", *argv], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=err_file, text=True, **kwargs)
+                                    stdout=subprocess.PIPE, stderr=err_file, text=True, start_new_session=True,
+                                    **kwargs)
             self.children.append(proc)
             out = proc.stdout.read() if proc.stdout else ""
             proc.wait()
