@@ -151,10 +151,15 @@ def save_state(cur: sqlite3.Cursor, log_path: Path, state: FollowState) -> None:
 
 
 def log_chain(log_path: Path) -> list[LogFile]:
-    """The log's files, oldest first: ``.N`` ... ``.1`` (gzipped or not), the temporary name
-    of a rotation in progress, then the live file (if it exists)."""
-    numbered: list[tuple[int, LogFile]] = []
-    temps: list[tuple[float, LogFile]] = []
+    """The log's files, oldest first: the backups (``.N`` ... ``.1``, gzipped or not, and the
+    temporary name of a rotation in progress), then the live file (if it exists).
+
+    Backups are ordered by modification time, which is when their last line was written (a
+    rename keeps it, gzip and copytruncate's copy are made right after the last line), then by
+    number. The number alone is not enough: after ``log_use_gzip`` is switched on, the plain
+    ``.1`` of before and the new ``.1.gz`` are both there and ``.2.gz`` is newer than ``.1``.
+    """
+    backups: list[tuple[int, int, LogFile]] = []  # (mtime_ns, -number, entry)
     prefix = log_path.name
     try:
         names = os.listdir(log_path.parent)
@@ -164,21 +169,22 @@ def log_chain(log_path: Path) -> list[LogFile]:
     for name in names:
         if not name.startswith(prefix) or name == prefix:
             continue
-        if name.endswith(".gz") and name[:-3] in present:
-            continue  # being gzipped right now: the plain file is the whole truth until it goes
         suffix = name[len(prefix):]
         backup, temp = _BACKUP.match(suffix), _TEMP.match(suffix)
         if not backup and not temp:
             continue
-        entry = _stat(log_path.parent / name, compressed=name.endswith(".gz"), live=False)
+        if temp and name.endswith(".gz") and name[:-3] in present:
+            continue  # being gzipped right now: the plain file is the whole truth until it goes
+        path = log_path.parent / name
+        entry = _stat(path, compressed=name.endswith(".gz"), live=False)
         if entry is None:
             continue
-        if backup:
-            numbered.append((int(backup["n"]), entry))
-        else:
-            temps.append((os.stat(entry.path).st_mtime, entry))
-    chain = [entry for _, entry in sorted(numbered, key=lambda item: -item[0])]
-    chain += [entry for _, entry in sorted(temps, key=lambda item: item[0])]
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        backups.append((mtime, -int(backup["n"]) if backup else 0, entry))
+    chain = [entry for _, _, entry in sorted(backups, key=lambda item: (item[0], item[1]))]
     live = _stat(log_path, compressed=False, live=True)
     if live is not None:
         chain.append(live)
