@@ -266,8 +266,8 @@ def test_chain_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_random_history_every_line_exactly_once(tmp_path: Path, seed: int) -> None:
     """Writes, partial writes, rotations (plain or gzip), copytruncates and killed runs in a
-    random order: all lines come out once, in order (with fewer rotations between two runs
-    than backups kept, so nothing can fall off the end)."""
+    random order, some histories switching gzip on half-way: all lines come out once, in order
+    (with fewer rotations between two runs than backups kept, so nothing can fall off the end)."""
     rng = random.Random(seed)
     use_gzip = seed % 2 == 1
     writer = ChiaLogWriter(tmp_path / "debug.log", CHIA_2_5_7, backups=7, use_gzip=use_gzip)
@@ -276,6 +276,8 @@ def test_random_history_every_line_exactly_once(tmp_path: Path, seed: int) -> No
     reader.run()  # the first run
     rotations_since_run = 0
     for step in range(120):
+        if step == 60 and seed % 4 == 2:
+            writer.use_gzip = True  # the farmer switches log_use_gzip on: plain and .gz backups mix
         action = rng.random()
         if action < 0.45:
             for index in range(rng.randint(1, 6)):
@@ -289,7 +291,7 @@ def test_random_history_every_line_exactly_once(tmp_path: Path, seed: int) -> No
             writer.write_raw(line[cut:].encode() + b"\n")
             written.append(line)
         elif action < 0.72 and rotations_since_run < 5 and writer.path.exists():
-            (writer.copytruncate if rng.random() < 0.3 and not use_gzip else writer.rotate)()
+            (writer.copytruncate if rng.random() < 0.3 and not writer.use_gzip else writer.rotate)()
             rotations_since_run += 1
         else:
             reader.run(stop_after_batches=rng.choice([None, None, 0, 1, 2]))
