@@ -309,6 +309,7 @@ def run_monitor(
             )
         outcome.new_events["harvester_silent"] = 1
     outcome.notified = notify_pending(db, notifier, settings, hostname, now())
+    prune_conditions(db, now())
     report = outcome.report
     log.info(
         "coin monitor: read %d bytes (%d lines) from %d file(s)%s; new events %s; notified %s",
@@ -317,6 +318,23 @@ def run_monitor(
         outcome.new_events or "none", outcome.notified or "none",
     )
     return outcome
+
+
+CONDITION_KEEP_SECONDS = 90 * 24 * 3600
+
+
+def prune_conditions(db: StateDB, now: float) -> None:
+    """Forget condition events older than 90 days (coins and blocks are kept for ever).
+
+    A busy farm logs pool errors every few minutes; their rows only matter for the back-off
+    and --summary, and a line that old is never read again, so its key is not needed either.
+    """
+    marks = ",".join("?" for _ in CONDITION_EVENTS)
+    with db.transaction() as cur:
+        cur.execute(
+            f"DELETE FROM farm_events WHERE kind IN ({marks}) AND status != 'pending' AND happened_at < ?",
+            (*CONDITION_EVENTS, now - CONDITION_KEEP_SECONDS),
+        )
 
 
 def expand(path: Path) -> Path:

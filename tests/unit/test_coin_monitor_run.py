@@ -16,11 +16,14 @@ from utilities.coin_monitor_run import (
     check_chia_log_level,
     chia_log_levels,
     derive_events,
+    ensure_schema,
     log_level_problem,
+    prune_conditions,
     silence_event,
     xch,
 )
 from utilities.farmer_settings import FarmerSettings
+from utilities.state import StateDB
 
 
 def _lines(path: Path) -> list[str]:
@@ -112,3 +115,18 @@ def test_event_times_are_log_times(tmp_path: Path, when: datetime) -> None:
     writer.block(1)
     (event,), _ = derive_events(_lines(writer.path), HarvesterState(), FarmerSettings())
     assert event.happened_at == when.timestamp() and event.stamp.startswith(when.isoformat()[:19])
+
+
+def test_old_conditions_are_pruned_coins_kept(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "state.sqlite3") as db:
+        ensure_schema(db)
+        with db.transaction() as cur:
+            for kind, age_days, status in (("pool_error", 100, "notified"), ("pool_error", 100, "pending"),
+                                           ("pool_error", 10, "notified"), ("coin_received", 400, "notified")):
+                cur.execute(
+                    "INSERT INTO farm_events(kind, key, happened_at, stamp, detail, status) VALUES (?, ?, ?, '', '', ?)",
+                    (kind, f"{kind}{age_days}{status}", 1e9 - age_days * 86400, status),
+                )
+        prune_conditions(db, 1e9)
+        left = sorted(db.query("SELECT kind, status FROM farm_events"))
+    assert left == [("coin_received", "notified"), ("pool_error", "notified"), ("pool_error", "pending")]
