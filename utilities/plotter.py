@@ -209,8 +209,6 @@ class PlotSender:
                                       size=result.size, seconds=result.seconds)
             log.info("sent %s to %s: %d bytes in %.1f s (%.0f MB/s); source deleted",
                      result.name, target.name, result.size, result.seconds, result.mb_per_s)
-        else:
-            log.warning("sending %s to %s failed: %s", planned.plot.name, target.name, result.reason)
         return result
 
     def _record(self, planned: PlannedTransfer, target: HarvesterTarget, result: TransferResult, started: float) -> None:
@@ -223,6 +221,13 @@ class PlotSender:
                 )
             )
             failures = 0 if result.ok else self.db.failures_since_success(planned.plot.name)
+        if not result.ok:
+            # Cron mails whatever reaches stderr: a plot that keeps failing warns on its first
+            # failure and when the farmer is alerted, and is logged quietly in between.
+            alert_at = self.settings.plotter.transfer.failures_before_alert
+            loud = failures in (1, alert_at)
+            log.log(logging.WARNING if loud else logging.INFO, "sending %s to %s failed (%d in a row%s): %s",
+                    planned.plot.name, target.name, failures, "" if loud else ", reported before", result.reason)
         if result.ok:
             self.notifier.send(
                 Notification(
