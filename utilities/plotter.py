@@ -294,8 +294,11 @@ def run_plotter_pass(
     outcome.planned, outcome.unplaced = plan_transfers(
         plots, snapshots, settings.plotter.priority, transfer.max_concurrent_transfers, only_harvester
     )
+    # Warn (cron mail) when plots start waiting for room, not again every run while they wait.
+    newly_waiting = db.alert_transition("plotter_plots_without_room", bool(outcome.unplaced), ", ".join(outcome.unplaced))
     if outcome.unplaced:
-        log.warning("no harvester has room now for %d plot(s): %s", len(outcome.unplaced), ", ".join(outcome.unplaced))
+        log.log(logging.WARNING if newly_waiting else logging.INFO, "no harvester has room now for %d plot(s): %s",
+                len(outcome.unplaced), ", ".join(outcome.unplaced))
     if dry_run or not outcome.planned:
         return outcome
     sender = PlotSender(settings, db, notifier, progress)

@@ -253,6 +253,30 @@ def test_full_drive_refuses_before_streaming_and_the_plot_goes_later(farm: E2EFa
     assert {p.name: file_hash(p) for p in harvester.plots()} == plots
 
 
+def test_plots_waiting_for_room_warn_once_not_every_run(farm: E2EFarm) -> None:
+    """A full farm keeps the plots; cron mail (stderr) hears of it once, and again only after room came back."""
+    plots = _make_plots(farm, ["og"])
+    filled = []
+    try:
+        for name, harvester in farm.harvesters.items():
+            for drive in harvester.drives.drives:
+                harvester.drives.fill(drive, 0)
+                filled.append((harvester, drive))
+            farm.harvester_pass(name)
+        runs = [farm.plotter.run() for _ in range(2)]
+        assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+        assert ["no harvester has room" in r.stderr for r in runs] == [True, False]
+        assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+    finally:
+        for harvester, drive in filled:
+            harvester.drives.unfill(drive)
+    for name in farm.harvesters:
+        farm.harvester_pass(name)
+    again = farm.plotter.run()
+    assert again.returncode == 0 and "no harvester has room" not in again.stderr, again.stderr
+    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == []
+
+
 def test_two_plotters_sending_to_one_harvester_at_once(farm: E2EFarm, tmp_path: Path) -> None:
     from tests.support.e2e_farm import Plotter
 
