@@ -57,9 +57,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_signals import signals_ignored, signals_raise_interrupt  # bench/ is sys.path[0] when run
+from benchlib import REPO, CheckFailed, Scratch, print_markdown_table, run_in_scratch  # bench/ is sys.path[0]
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "drive_manager.py"
 DAY = 24 * 3600
 PAGE = 4096
@@ -219,12 +218,6 @@ def cron_env() -> dict[str, str]:
         if key in os.environ:
             env[key] = os.environ[key]
     return env
-
-
-class CheckFailed(RuntimeError):
-    """A sanity check failed or a timed command exited non-zero."""
-
-    reported = False
 
 
 @dataclass
@@ -430,20 +423,6 @@ def profile_imports(env: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Mounts and clean-up
-# --------------------------------------------------------------------------------------------
-
-
-
-
-def mounts_under(root: Path) -> list[str]:
-    from tests.support.loopdrives import mounts
-
-    prefix = str(root) + "/"
-    return [mp for _, mp, _ in mounts() if mp.startswith(prefix)]
-
-
-# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -454,18 +433,14 @@ def fmt_s(seconds: float) -> str:
 
 def print_table(rows: list[tuple[str, list[float]]], baseline: float) -> None:
     header = ("tool", "runs", "min s", "median s", "x find")
-    lines = [header]
+    lines = []
     for label, times in rows:
         med = statistics.median(times)
         lines.append((label, str(len(times)), fmt_s(min(times)), fmt_s(med), f"{med / baseline:.1f}"))
-    widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
-    for n, row in enumerate(lines):
-        print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))) + " |")
-        if n == 0:
-            print("|" + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|")
+    print_markdown_table(header, lines, ["<"] + [">"] * (len(header) - 1))
 
 
-def run_benchmark(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) -> int:
+def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
     import yaml
 
     from tests.support.harvester_env import harvester_config
@@ -473,6 +448,7 @@ def run_benchmark(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
     from utilities.config import DriveDiscoverySettings
     from utilities.plots import parse_plot_size_setting
 
+    tmp, stack = scratch.work, scratch.stack  # the mounted drives go on the stack
     plot_size = parse_plot_size_setting("k32")
     capacity = int(args.drive_tb * 1e12)
     mnt = tmp / "mnt"
@@ -629,37 +605,9 @@ def run_benchmark(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitSta
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     require_root()
-    sys.path.insert(0, str(REPO))
     tmp = Path(tempfile.mkdtemp(prefix="bench-harvester-", dir=args.tmp)).resolve()
-    status = 1
-    stack = contextlib.ExitStack()  # the mounted drives; closed below with signals ignored
-    try:
-        with signals_raise_interrupt():
-            status = run_benchmark(args, tmp, stack)
-    except KeyboardInterrupt:
-        print("\ninterrupted: cleaning up", file=sys.stderr)
-        status = 130
-    except CheckFailed as exc:
-        if not exc.reported:
-            print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        with signals_ignored():
-            t0 = time.perf_counter()
-            try:
-                stack.close()  # unmounts every tmpfs (retrying if busy) and removes the dirs made
-            except Exception as exc:  # noqa: BLE001 - report, then check the mount table below
-                print(f"ERROR during clean-up: {exc}", file=sys.stderr)
-                status = status or 1
-            left = mounts_under(tmp)
-            if left:
-                print(f"ERROR: {len(left)} mounts left under {tmp}, not removing it: {left[:5]}", file=sys.stderr)
-                status = status or 1
-            else:
-                shutil.rmtree(tmp, ignore_errors=True)
-                print(f"clean-up: unmounted in {time.perf_counter() - t0:.1f} s; no mounts left under {tmp} "
-                      "(checked /proc/self/mounts); removed it", file=sys.stderr)
-    return status
+    # every tmpfs unmounted (retrying if busy) and the dirs made removed; clean-up timed (300 mounts)
+    return run_in_scratch(tmp, lambda scratch: run_benchmark(args, scratch), time_clean_up=True)
 
 
 if __name__ == "__main__":

@@ -70,15 +70,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_signals import signals_ignored, signals_raise_interrupt  # bench/ is sys.path[0] when run
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchlib import (  # bench/ is sys.path[0] when run
+    GIB,
+    MIB,
+    REPO,
+    CheckFailed,
+    Scratch,
+    cached_fraction,
+    chosen_tools,
+    loop_direct_io,
+    make_source_plot,
+    mbps,
+    print_markdown_table,
+    require_root_and_tools,
+    run_in_scratch,
+)
 
 PYTHON = sys.executable
-MIB = 1024 * 1024
-GIB = 1024 * MIB
 TOOLS = ("cp", "rsync", "mv", "ours-verify", "ours-noverify", "whole-run")
 LABELS = {
     "cp": "cp + sync FILE",
@@ -90,10 +98,6 @@ LABELS = {
 }
 TIME = "/usr/bin/time"  # GNU time: peak RSS of a command without our own memory in it (see Bench.run)
 CHILD_FLAG = "--child-move"  # internal: this script re-run as the child that calls move_plot
-
-
-class CheckFailed(Exception):
-    """A tool did not produce an identical copy, or the machine is unfit for the benchmark."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,20 +235,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--runs must be >= 1")
     if args.size_gib <= 0:
         p.error("--size-gib must be > 0")
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = set(tools) - set(TOOLS)
-    if unknown or not tools:
-        p.error(f"--tools: unknown {sorted(unknown)}; choose from {','.join(TOOLS)}")
-    args.tools = [t for t in TOOLS if t in tools]
+    args.tools = chosen_tools(p, args.tools, TOOLS)
     return args
-
-
-def require_root_and_tools() -> None:
-    if os.geteuid() != 0:
-        raise CheckFailed("needs root (loop devices and mounts): run it with sudo")
-    missing = [t for t in ("cp", "mv", "rsync", "sync", "losetup", "mount", "mkfs.ext4", TIME) if shutil.which(t) is None]
-    if missing:
-        raise CheckFailed(f"missing tools: {', '.join(missing)}")
 
 
 def closest_k(size_gib: float) -> int:
@@ -446,28 +438,13 @@ class Bench:
             self.kill_children()
 
 
-def cached_fraction(path: Path) -> float | None:
-    """Share of the file in the page cache (fincore, i.e. mincore(2)); None without fincore."""
-    if shutil.which("fincore") is None:
-        return None
-    proc = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES,SIZE", str(path)],
-                          capture_output=True, text=True, check=False)
-    try:
-        res, size = (int(x) for x in proc.stdout.split())
-    except ValueError:
-        return None
-    return res / size if size else 1.0
-
-
 # --------------------------------------------------------------------------------------------
 # Setup
 # --------------------------------------------------------------------------------------------
 
 
 def make_master(directory: Path, k: int) -> tuple[Path, str]:
-    """The fake plot (bench_transfer's: header + AES-CTR keystream), fsynced; and its xxh3-128."""
-    from bench_transfer import make_source_plot
-
+    """The fake plot (header + AES-CTR keystream, as bench_transfer's), fsynced; and its xxh3-128."""
     from utilities.transfer import hash_file
 
     plot = make_source_plot(directory, k)
@@ -501,13 +478,7 @@ def setup(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
     drive = loop.drives[0]
     dio = "buffered"
     if not args.loop_buffered:
-        proc = subprocess.run(["losetup", "--direct-io=on", drive.device], capture_output=True, text=True, check=False)
-        try:
-            state = Path(f"/sys/block/{os.path.basename(drive.device)}/loop/dio").read_text().strip()
-        except OSError:
-            state = ""
-        dio = "direct I/O" if proc.returncode == 0 and state == "1" else \
-            f"buffered (direct I/O refused: {proc.stderr.strip()})"
+        dio = loop_direct_io(drive.device)
     print(f"destination: ext4 on {drive.device} at {drive.mountpoint}, {image_mb / 1024:.1f} GiB sparse image on "
           f"{args.work_dir}, loop {dio}", flush=True)
     if dio != "direct I/O":
@@ -530,10 +501,6 @@ def setup(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack) -> 
 # --------------------------------------------------------------------------------------------
 
 
-def mbps(size: int, seconds: float) -> float:
-    return size / seconds / 1e6
-
-
 def sync_seconds(sample: Sample) -> float:
     """Time spent making the copy durable: ``sync FILE``, or ours' fdatasync + fsync calls."""
     if "sync" in sample.extra:
@@ -554,17 +521,7 @@ def print_table(size: int, results: dict[str, list[Sample]]) -> None:
                       f"{med:.0f}", f"{min(speeds):.0f}..{max(speeds):.0f}", f"{med / base:.2f}" if base else "-", sync,
                       f"{statistics.median(s.maxrss_kib for s in samples) / 1024:.1f}",
                       f"{statistics.median(s.cpu_seconds for s in samples):.2f}"))
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
-    align = ["<"] + [">"] * (len(header) - 1)
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)) + " |"
-
-    print(fmt(header))
-    print("|" + "|".join(("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2))
-                         for a, w in zip(align, widths, strict=True)) + "|")
-    for row in table:
-        print(fmt(row))
+    print_markdown_table(header, table, ["<"] + [">"] * (len(header) - 1))
 
 
 def print_details(size: int, results: dict[str, list[Sample]]) -> None:
@@ -605,12 +562,13 @@ def hash_rate() -> float:
     return len(data) / (time.perf_counter() - t0) / 1e6
 
 
-def run_benchmark(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack, holder: dict[str, Bench]) -> int:
+def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
     started = time.perf_counter()
     print(f"bench_local_move: {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPUs, "
           f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / GIB:.0f} GiB RAM, kernel {platform.release()}, "
           f"python {platform.python_version()}, load {os.getloadavg()[0]:.2f}", flush=True)
-    bench = holder["bench"] = setup(args, work, stack)
+    bench = setup(args, scratch.work, scratch.stack)
+    scratch.stop_first.append(bench.kill_children)
     size = bench.master.stat().st_size
     cache = ("source read into the page cache (--warm-source)" if args.warm_source
              else "source dropped (posix_fadvise DONTNEED)")
@@ -646,42 +604,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_move(raw[1], raw[2], raw[3] == "1")
     args = parse_args(raw)
     try:
-        require_root_and_tools()
+        require_root_and_tools("loop devices and mounts",
+                               ("cp", "mv", "rsync", "sync", "losetup", "mount", "mkfs.ext4", TIME))
     except CheckFailed as exc:
         print(f"bench_local_move: {exc}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-local-move-", dir=args.work_dir)).resolve()
-    stack = contextlib.ExitStack()  # the loop drive: closed with signals ignored
-    holder: dict[str, Bench] = {}
-    status = 1
-    try:
-        with signals_raise_interrupt():
-            status = run_benchmark(args, work, stack, holder)
-    except KeyboardInterrupt:
-        print("\ninterrupted: cleaning up", file=sys.stderr)
-        status = 130
-    except CheckFailed as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        with signals_ignored():
-            if "bench" in holder:
-                holder["bench"].kill_children()
-            try:
-                stack.close()  # unmount, detach, delete the image
-            except Exception as exc:  # noqa: BLE001 - report, then check the mount table
-                print(f"ERROR during clean-up: {exc}", file=sys.stderr)
-                status = status or 1
-            from tests.support.loopdrives import mounts
-
-            left = [mp for _, mp, _ in mounts() if mp == str(work) or mp.startswith(str(work) + "/")]
-            if left:
-                print(f"ERROR: still mounted under {work}, not removing it: {left}", file=sys.stderr)
-                status = status or 1
-            else:
-                shutil.rmtree(work, ignore_errors=True)
-                print(f"clean-up done: nothing mounted under {work}; removed it", file=sys.stderr)
-    return status
+    # the loop drive: unmounted, detached, its image deleted
+    return run_in_scratch(work, lambda scratch: run_benchmark(args, scratch))
 
 
 if __name__ == "__main__":

@@ -63,7 +63,6 @@ import contextlib
 import math
 import os
 import platform
-import secrets
 import shlex
 import shutil
 import sqlite3
@@ -78,24 +77,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_signals import signals_ignored, signals_raise_interrupt  # bench/ is sys.path[0] when run
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchlib import (  # bench/ is sys.path[0] when run
+    GIB,
+    MIB,
+    REPO,
+    CheckFailed,
+    Scratch,
+    SourcePlot,
+    cached_fraction,
+    chosen_tools,
+    loop_direct_io,
+    make_source_plot,
+    mbps,
+    print_markdown_table,
+    require_root_and_tools,
+    run_in_scratch,
+)
 
 PYTHON = sys.executable
 HARVESTER = "chianas01"
 TMPFS_SOURCE = "benchtmpfs"
 NC_PORT_BASE = 4900  # raw nc runs; ours uses the config's port_base (4040..)
-MIB = 1024 * 1024
-GIB = 1024 * MIB
-PLOT_HEADER_PAGE = 4096  # random data starts after the header's page
-
-
-class CheckFailed(Exception):
-    """A transfer did not produce the expected file, or setup found the machine unfit."""
-
 
 # --------------------------------------------------------------------------------------------
 # Arguments and machine checks
@@ -127,24 +129,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be >= 1")
-    tools = [t.strip() for t in args.tools.split(",") if t.strip()]
-    unknown = set(tools) - set(TOOLS)
-    if unknown or not tools:
-        p.error(f"--tools: unknown {sorted(unknown)}; choose from {','.join(TOOLS)}")
-    args.tools = [t for t in TOOLS if t in tools]
+    args.tools = chosen_tools(p, args.tools, TOOLS)
     args.dests = ["tmpfs", "disk"] if args.dest == "both" else [args.dest]
     return args
 
 
 TOOLS = ("nc", "ours", "ours-inproc", "rsync", "scp")
-
-
-def require_root_and_tools() -> None:
-    if os.geteuid() != 0:
-        raise CheckFailed("needs root (network namespaces, tmpfs and loop mounts): run it with sudo")
-    missing = [t for t in ("nc", "rsync", "scp", "ssh", "ip", "mount", "losetup") if shutil.which(t) is None]
-    if missing:
-        raise CheckFailed(f"missing tools: {', '.join(missing)}")
 
 
 def choose_k(size_gib: float) -> int:
@@ -170,68 +160,6 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.partition(":")[2].strip()
     return platform.processor() or "?"
-
-
-# --------------------------------------------------------------------------------------------
-# Source plots
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourcePlot:
-    path: Path
-    k: int
-    size: int
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def make_source_plot(directory: Path, k: int) -> SourcePlot:
-    """A valid v1 plot header + chia name, the rest random bytes; fsynced, left in page cache."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
-    from tests.support.plotmaker import plot_name, write_fake_v1_header
-    from utilities.plots import expected_plot_size, plot_size_fits, read_plot_header
-
-    plot_id = secrets.token_bytes(32)
-    path = directory / plot_name(k, plot_id)
-    size = expected_plot_size(k)
-    write_fake_v1_header(path, k=k, kind="pool", size=size, plot_id=plot_id)
-    keystream = Cipher(algorithms.AES(secrets.token_bytes(32)), modes.CTR(secrets.token_bytes(16))).encryptor()
-    zeros = bytes(8 * MIB)
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        offset = PLOT_HEADER_PAGE
-        while offset < size:
-            n = min(len(zeros), size - offset)
-            data = keystream.update(zeros[:n])
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd, view, offset)
-                view = view[written:]
-                offset += written
-        os.fsync(fd)  # written back now, so no write-back of the source runs during the timed runs
-    finally:
-        os.close(fd)
-    header = read_plot_header(path)
-    if header.k != k or not plot_size_fits(path.stat().st_size, k):
-        raise CheckFailed(f"{path}: the fake plot does not pass the plot checks (k {header.k}, size {size})")
-    return SourcePlot(path, k, size)
-
-
-def cached_fraction(path: Path) -> float | None:
-    """Share of the file in the page cache (fincore, i.e. mincore(2)); None without fincore."""
-    if shutil.which("fincore") is None:
-        return None
-    proc = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES,SIZE", str(path)],
-                          capture_output=True, text=True, check=False)
-    try:
-        res, size = (int(x) for x in proc.stdout.split())
-    except ValueError:
-        return None
-    return res / size if size else 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -777,13 +705,7 @@ def setup_destinations(bench: Bench, stack: contextlib.ExitStack, plot_size: int
         drive = loop.drives[0]
         dio = "buffered"
         if not bench.args.loop_buffered:
-            # Writes of the loop device go straight to the image file's disk (O_DIRECT), as with a
-            # real drive; buffered, every byte sits in the page cache twice and fsync pays for both.
-            proc = subprocess.run(["losetup", "--direct-io=on", drive.device], capture_output=True, text=True,
-                                  check=False)
-            state = _read(f"/sys/block/{os.path.basename(drive.device)}/loop/dio") or ""
-            dio = "direct I/O" if proc.returncode == 0 and state.strip() == "1" else \
-                f"buffered (direct I/O refused: {proc.stderr.strip()})"
+            dio = loop_direct_io(drive.device)
         mounts["disk"] = (drive.mountpoint, f"{drive.fstype} on {drive.device} ({size_mb / 1024:.1f} GiB sparse "
                                             f"image on {bench.args.work_dir}, loop {dio})", (drive.device,))
     for key, (mountpoint, fs, device_patterns) in mounts.items():
@@ -833,10 +755,6 @@ LABELS = {
 }
 
 
-def mbps(size: int, seconds: float) -> float:
-    return size / seconds / 1e6
-
-
 def print_table(bench: Bench, source: SourcePlot, results: dict[tuple[str, str], list[Sample]]) -> None:
     rows: list[tuple[str, str, list[float], list[Sample]]] = []
     for dest in bench.args.dests:
@@ -873,17 +791,7 @@ def print_table(bench: Bench, source: SourcePlot, results: dict[tuple[str, str],
             cpu_r = f"{statistics.median(r.cpu_seconds['receiver'] for r in measured):.2f}"
         table.append((LABELS[key], dest, str(len(speeds)), f"{statistics.median(seconds):.2f}", f"{med:.0f}",
                       f"{min(speeds):.0f}..{max(speeds):.0f}", ratio, rss_s, rss_r, cpu_s, cpu_r))
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
-    align = ["<", "<", ">", ">", ">", ">", ">", ">", ">", ">", ">"]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths, strict=True)) + " |"
-
-    print(fmt(header))
-    print("|" + "|".join(("-" * (w + 1) + ":") if a == ">" else ("-" * (w + 2)) for a, w in zip(align, widths,
-                                                                                               strict=True)) + "|")
-    for row in table:
-        print(fmt(row))
+    print_markdown_table(header, table, ["<", "<", ">", ">", ">", ">", ">", ">", ">", ">", ">"])
 
 
 def print_details(bench: Bench, source: SourcePlot, results: dict[tuple[str, str], list[Sample]]) -> None:
@@ -955,11 +863,11 @@ def print_rss_flatness(small: SourcePlot | None, large: SourcePlot,
 # --------------------------------------------------------------------------------------------
 
 
-def run_benchmark(args: argparse.Namespace, work: Path, stack: contextlib.ExitStack,
-                  holder: dict[str, Bench]) -> int:
+def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
     from tests.support.netns_farm import NetnsFarm
     from utilities.plots import expected_plot_size
 
+    work, stack = scratch.work, scratch.stack
     k = choose_k(args.size_gib)
     plot_size = expected_plot_size(k)
     small_k = k - 2 if not args.skip_small and k - 2 >= 20 else None
@@ -994,7 +902,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, stack: contextlib.ExitSt
     host = farm.host(HARVESTER)
     st = os.stat(f"/run/netns/{host.namespace}")
     bench = Bench(args, work, farm, host.address, (st.st_dev, st.st_ino), outbox)
-    holder["bench"] = bench
+    scratch.stop_first.append(bench.kill_children)
     setup_destinations(bench, stack, plot_size)
     print(f"farm: {HARVESTER} at {host.address} in netns {host.namespace}, up in {farm.up_seconds:.1f} s; "
           + "; ".join(f"{d.key}: {d.mountpoint} = {d.fs}" for d in bench.dests.values()))
@@ -1044,42 +952,14 @@ def fmt_cached(frac: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        require_root_and_tools()
+        require_root_and_tools("network namespaces, tmpfs and loop mounts",
+                               ("nc", "rsync", "scp", "ssh", "ip", "mount", "losetup"))
     except CheckFailed as exc:
         print(f"bench_transfer: {exc}", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-transfer-", dir=args.work_dir)).resolve()
-    stack = contextlib.ExitStack()  # farm, tmpfs, loop drive: closed with signals ignored
-    holder: dict[str, Bench] = {}
-    status = 1
-    try:
-        with signals_raise_interrupt():
-            status = run_benchmark(args, work, stack, holder)
-    except KeyboardInterrupt:
-        print("\ninterrupted: cleaning up", file=sys.stderr)
-        status = 130
-    except CheckFailed as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    finally:
-        with signals_ignored():
-            if "bench" in holder:
-                holder["bench"].kill_children()
-            try:
-                stack.close()  # unmount loop + tmpfs, stop the farm (kills what runs in its namespace)
-            except Exception as exc:  # noqa: BLE001 - report, then check the mount table
-                print(f"ERROR during clean-up: {exc}", file=sys.stderr)
-                status = status or 1
-            from tests.support.loopdrives import mounts
-
-            left = [mp for _, mp, _ in mounts() if mp == str(work) or mp.startswith(str(work) + "/")]
-            if left:
-                print(f"ERROR: still mounted under {work}, not removing it: {left}", file=sys.stderr)
-                status = status or 1
-            else:
-                shutil.rmtree(work, ignore_errors=True)
-                print(f"clean-up done: nothing mounted under {work}; removed it", file=sys.stderr)
-    return status
+    # farm, tmpfs, loop drive: unmounted, the farm stopped (killing what runs in its namespace)
+    return run_in_scratch(work, lambda scratch: run_benchmark(args, scratch))
 
 
 if __name__ == "__main__":
