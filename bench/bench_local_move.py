@@ -172,25 +172,21 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
     real_copy, real_read_back = copier_cls._copy, copier_cls._read_back
     marks: dict[str, float] = {}
 
-    def copy(self: Any) -> str:
-        phase[0] = "copy"
-        marks["copy_start"] = clock()
-        try:
-            return real_copy(self)
-        finally:
-            marks["copy_end"] = clock()
-            phase[0] = "commit"
+    def in_phase(name: str, real: Any) -> Any:
+        """The copier's method ``real``, its calls counted in phase ``name``, start and end marked."""
 
-    def read_back(self: Any) -> str:
-        phase[0] = "verify"
-        marks["verify_start"] = clock()
-        try:
-            return real_read_back(self)
-        finally:
-            marks["verify_end"] = clock()
-            phase[0] = "commit"
+        def wrapped(self: Any) -> str:
+            phase[0] = name
+            marks[f"{name}_start"] = clock()
+            try:
+                return real(self)
+            finally:
+                marks[f"{name}_end"] = clock()
+                phase[0] = "commit"
 
-    copier_cls._copy, copier_cls._read_back = copy, read_back
+        return wrapped
+
+    copier_cls._copy, copier_cls._read_back = in_phase("copy", real_copy), in_phase("verify", real_read_back)
     options = local_move.MoveOptions(stall_seconds=120, verify=verify)
     t0 = clock()
     result = local_move.move_plot(Path(source), Path(dest_dir), options, kind="pool")
