@@ -108,4 +108,13 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from benchlib import signals_raise_interrupt
+
+    # SIGTERM/SIGHUP unwind like Ctrl-C, through NetnsFarm's exit: namespaces and sshds go too.
+    try:
+        with signals_raise_interrupt():
+            status = main()
+    except KeyboardInterrupt:
+        print("bench_farm_report: interrupted; the harvester namespaces were removed", file=sys.stderr)
+        status = 130
+    sys.exit(status)
