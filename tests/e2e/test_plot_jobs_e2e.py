@@ -1,5 +1,5 @@
 """Plot jobs across the farm: a finished job's plot is sent on by the normal cron transfer, and
-another plotter's jobs are listed and stopped over real SSH (host keys checked), in namespaces."""
+another plotter's jobs are listed, stopped and cleaned up over real SSH (host keys checked), in namespaces."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.e2e_farm import PYTHON, REPO, E2EFarm
+from tests.support.fake_plotter import fail
+from tests.support.fake_plotter import held_at as fake_held_at
 from tests.support.loopdrives import requires_root_and_loop
 from tests.support.netns_farm import requires_netns
 from tests.support.plot_job_env import JobsFarm, alive, files_with, wait_until
@@ -105,3 +107,54 @@ def test_remote_plotter_jobs_listed_and_stopped_over_ssh(farm: E2EFarm, plotters
     partial = local.run("--jobs", "--host", "all")
     assert partial.returncode == 1 and local_id in partial.stdout and "ghost" in partial.stdout
     assert time.monotonic() - started_at < 30
+
+
+def test_remote_aborted_job_files_removed_over_ssh(farm: E2EFarm, plotters: tuple[JobsFarm, JobsFarm]) -> None:
+    """--remove-aborted --host NAME cleans exactly the dead job's files on that plotter: not its
+    held neighbour's there, not this plotter's own aborted job's."""
+    local, remote = plotters
+    remote.configure(max_jobs=2)
+    started = farm.net.exec_in(REMOTE, [PYTHON, str(REPO / "plot_manager.py"), "--config", str(remote.config_path),
+                                        "--start-jobs"], env=remote.env)
+    assert started.returncode == 0, started.stderr
+    (doomed, doomed_pid, doomed_created, *_), (held, held_pid, held_created, *_) = remote.records()
+    for pid in (doomed_pid, held_pid):
+        remote.open_gate(pid, 1)  # phase 1 writes the temp files, then each waits before phase 2
+    wait_until("both remote jobs held before phase 2", lambda: len(fake_held_at(remote.gates, 2)) == 2)
+    ids = {pid: plot_id for plot_id, pid in fake_held_at(remote.gates, 2).items()}
+    fail(remote.gates, 2, str(doomed_pid))
+    remote.open_gate(doomed_pid, 2)
+    wait_until("the remote job to crash", lambda: not alive(doomed_pid, doomed_created))
+
+    def remote_files(plot_id: str) -> list[str]:
+        return [name for d in (*remote.temps, remote.out) for name in files_with(d, plot_id)]
+
+    doomed_files, held_files = remote_files(ids[doomed_pid]), remote_files(ids[held_pid])
+    assert doomed_files and held_files
+
+    # This plotter has an aborted job of its own: --host NAME must leave it alone.
+    local.configure(top={**_farm_sections(farm), "hostname": "chiaplot01"}, max_jobs=1,
+                    remote_plotters=[{"name": REMOTE, "host": farm.net.host(REMOTE).address, "user": "root",
+                                      "install_dir": str(REPO), "config": str(remote.config_path)}])
+    local.open_gate("all", 4)
+    assert local.run("--start-jobs", env={**local.env, "FAKE_PLOTTER_FAIL_AT": "phase2"}).returncode == 0
+    ((_local_id, local_pid, local_created, *_),) = local.records()
+    wait_until("the local job to crash", lambda: not alive(local_pid, local_created))
+    local_leftovers = sorted(p.name for p in local.temps[0].iterdir())
+    assert local_leftovers
+
+    removed = local.run("--remove-aborted", "--host", REMOTE)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert removed.stdout.splitlines() == [f"job {doomed} (failed): deleted {len(doomed_files)} temporary file(s)"]
+    assert remote_files(ids[doomed_pid]) == []
+    assert remote_files(ids[held_pid]) == held_files and alive(held_pid, held_created)
+    assert sorted(p.name for p in local.temps[0].iterdir()) == local_leftovers
+    again = local.run("--remove-aborted", "--host", REMOTE)
+    assert again.returncode == 0 and again.stdout.strip() == "no ended job has temporary files left"
+    assert held not in removed.stdout + again.stdout
+
+    for host, named in (("nosuch", "'nosuch' is not in plotter.jobs.remote_plotters"), ("all", "--host all")):
+        refused = local.run("--remove-aborted", "--host", host)
+        assert refused.returncode == 2 and refused.stdout == ""
+        (line,) = refused.stderr.strip().splitlines()
+        assert named in line
