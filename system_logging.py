@@ -7,7 +7,6 @@ the farmer's config (``log.level``), the file layout from ``config/logging.yaml`
 from __future__ import annotations
 
 import logging
-import logging.config
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,8 @@ def _fill(value: Any, replacements: dict[str, str]) -> Any:
 def setup_logging(role: str, log_dir: Path, level: str = "INFO", max_bytes: int = 10 * 1024 * 1024,
                   backup_count: int = 5, console_level: str | None = None) -> None:
     """Configure the root logger: a rotating file per role, and warnings on stderr."""
+    import logging.config  # with logging.handlers about 12 ms; --version and bad configs skip it
+
     log_dir.mkdir(parents=True, exist_ok=True)
     spec = _fill(yaml.safe_load(LOGGING_YAML.read_text(encoding="utf-8")), {"log_dir": str(log_dir), "role": role})
     file_handler = spec["handlers"].get("file")

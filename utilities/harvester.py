@@ -29,7 +29,6 @@ from utilities.drives import (
 )
 from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
-from utilities.receive_script import install_receive_script, render_receive_script, same_script
 from utilities.reports import format_health, format_size, format_temperature
 from utilities.smart import SmartInfo, read_many, read_smart
 from utilities.snapshot import DriveSummary, HarvesterSnapshot, summarise_drive, write_export
@@ -182,6 +181,10 @@ def new_drive_notification(
 def _update_receive_drive(
     settings: Settings, config_path: Path, db: StateDB, scan: Scan, notifier: Notifier, outcome: PassOutcome
 ) -> None:
+    # Only the cron pass writes receive_plot.sh; the reports that share this module need not
+    # import its renderer (and jinja2 with it).
+    from utilities.receive_script import install_receive_script, render_receive_script, same_script
+
     snap = scan.snapshot
     offline = {d.name for d in snap.drives if d.offline}
     h = settings.harvester

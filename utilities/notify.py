@@ -16,12 +16,12 @@ Pushbullet and Apprise carry the notification's one-line ``short_text``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import re
-import smtplib
 import socket
-import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -29,10 +29,15 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Every script imports this module (its settings are part of the config), but most cron runs
+# send nothing: jinja2 and smtplib/ssl (about 35 ms together) are imported where a mail is
+# actually rendered or sent, like the SMS, Pushbullet and Apprise libraries.
+if TYPE_CHECKING:
+    import jinja2
 
 log = logging.getLogger(__name__)
 # Twilio logs every request and response at INFO, several lines each; that would flood the
@@ -235,9 +240,15 @@ class Notification:
             raise ValueError(f"unknown notification event {self.event!r}")
 
 
+def _is_undefined(value: object) -> bool:
+    """A template variable Jinja2 could not resolve; none can exist before jinja2 is imported."""
+    jinja2_module = sys.modules.get("jinja2")
+    return jinja2_module is not None and isinstance(value, jinja2_module.Undefined)
+
+
 def format_value(value: object) -> str:
     """Render one report value; anything missing becomes ``n/a`` rather than blank or ``None``."""
-    if value is None or isinstance(value, jinja2.Undefined) or value == "":
+    if value is None or _is_undefined(value) or value == "":
         return MISSING
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -281,6 +292,8 @@ def build_environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment
     ``ChainableUndefined`` lets ``{{ drive.serial }}`` on a missing ``drive`` render as missing
     instead of raising, which is what keeps a report with gaps sendable.
     """
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         autoescape=_autoescape,
@@ -316,6 +329,8 @@ def render_email(env: jinja2.Environment, notification: Notification) -> tuple[s
 
     Both parts come from the same template name so the two views of one mail never disagree.
     """
+    import jinja2
+
     variables = template_variables(notification)
     name = notification.template or GENERIC_TEMPLATE
     try:
@@ -372,6 +387,9 @@ def describe_failure(exc: BaseException, secrets: Iterable[str | None] = ()) -> 
 
 def send_email(settings: EmailSettings, message: EmailMessage) -> None:
     """Deliver via SMTP; ``timeout_seconds`` bounds every socket operation."""
+    import smtplib
+    import ssl
+
     timeout = settings.timeout_seconds
     client: smtplib.SMTP
     if settings.ssl:
@@ -477,7 +495,12 @@ class Notifier:
 
     def __init__(self, settings: NotificationSettings, templates_dir: Path = TEMPLATES_DIR) -> None:
         self.settings = settings
-        self._env = build_environment(templates_dir)
+        self._templates_dir = templates_dir
+
+    @functools.cached_property
+    def _env(self) -> jinja2.Environment:
+        """Built on first render: a run that sends nothing never imports jinja2."""
+        return build_environment(self._templates_dir)
 
     def render_text(self, notification: Notification) -> str:
         """The plain-text email body, for printing the same report on a terminal."""

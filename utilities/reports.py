@@ -10,8 +10,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tabulate import tabulate
-
 from utilities.smart import SmartInfo
 from utilities.snapshot import TIB, DriveSummary, HarvesterSnapshot
 
@@ -169,6 +167,8 @@ def temperature_rows(
 
 
 def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], limit_c: int) -> str:
+    from tabulate import tabulate  # only -ct prints a table; the cron pass need not import it
+
     table = tabulate(
         [
             [

@@ -39,6 +39,7 @@ Layers: ``parent_disk`` and ``classify_power_check`` are pure; ``read_smart`` do
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -46,10 +47,12 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pySMART import Device
-from pySMART.smartctl import Smartctl
+# pySMART (with chardet, about 25 ms) is imported on the first read that gets past the
+# standby check: most cron minutes read no SMART at all.
+if TYPE_CHECKING:
+    from pySMART.smartctl import Smartctl
 
 SmartState = Literal["active", "standby", "unavailable"]
 PowerState = Literal["active", "standby", "unavailable", "unknown"]
@@ -236,27 +239,34 @@ def _run(argv: Sequence[str], timeout: float) -> _Run:
     return _Run(tuple(argv), process.returncode, text)
 
 
-class _NoWakeSmartctl(Smartctl):
-    """pySMART's smartctl wrapper, but every call carries ``-n standby`` and a timeout.
+@functools.cache
+def _no_wake_smartctl_class() -> type[Smartctl]:
+    """The ``_NoWakeSmartctl`` class, defined on first use so pySMART is imported only then."""
+    from pySMART.smartctl import Smartctl
 
-    Overriding ``generic_call`` (pySMART's one funnel for running smartctl) keeps pySMART's
-    parsing while the process handling is ours; every run is recorded so that ``read_smart``
-    can see a standby or open error that pySMART itself swallows.
-    """
+    class _NoWakeSmartctl(Smartctl):
+        """pySMART's smartctl wrapper, but every call carries ``-n standby`` and a timeout.
 
-    def __init__(self, smartctl_path: str, timeout: float) -> None:
-        super().__init__(smartctl_path=smartctl_path, options=[])
-        self.timeout = timeout
-        self.runs: list[_Run] = []
+        Overriding ``generic_call`` (pySMART's one funnel for running smartctl) keeps pySMART's
+        parsing while the process handling is ours; every run is recorded so that ``read_smart``
+        can see a standby or open error that pySMART itself swallows.
+        """
 
-    def generic_call(self, params: list[str], pass_options: bool = False) -> tuple[list[str], int]:
-        argv = [self.smartctl_path, *NO_WAKE_OPTIONS]
-        if pass_options:
-            argv.extend(self.options)
-        argv.extend(params)
-        result = _run(argv, self.timeout)
-        self.runs.append(result)
-        return result.stdout.splitlines(), result.returncode
+        def __init__(self, smartctl_path: str, timeout: float) -> None:
+            super().__init__(smartctl_path=smartctl_path, options=[])
+            self.timeout = timeout
+            self.runs: list[_Run] = []
+
+        def generic_call(self, params: list[str], pass_options: bool = False) -> tuple[list[str], int]:
+            argv = [self.smartctl_path, *NO_WAKE_OPTIONS]
+            if pass_options:
+                argv.extend(self.options)
+            argv.extend(params)
+            result = _run(argv, self.timeout)
+            self.runs.append(result)
+            return result.stdout.splitlines(), result.returncode
+
+    return _NoWakeSmartctl
 
 
 def _resolve_executable(smartctl: str) -> str | None:
@@ -313,7 +323,9 @@ def read_smart(
 
 
 def _read_with_pysmart(device: str, disk: str, executable: str, timeout: float, device_type: str | None) -> SmartInfo:
-    runner = _NoWakeSmartctl(executable, timeout)
+    from pySMART import Device
+
+    runner = _no_wake_smartctl_class()(executable, timeout)
     try:
         found = Device(disk, interface=device_type, smartctl=runner)
     except SmartctlTimeout as exc:
