@@ -243,6 +243,8 @@ def remote_job_action(args: argparse.Namespace, settings: Settings) -> int:
         result = remote_jobs.run_remote(settings, remote, *flags)
     except RemoteError as exc:
         raise PlotManagerError(str(exc)) from None
-    sys.stdout.write(result.stdout)
-    sys.stderr.write(result.stderr)
+    # Each line says which plotter it came from, as the --jobs table does.
+    for text, stream in ((result.stdout, sys.stdout), (result.stderr, sys.stderr)):
+        for line in text.splitlines():
+            print(f"{remote.name}: {line}", file=stream)
     return result.exit_status

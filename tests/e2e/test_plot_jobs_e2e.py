@@ -95,7 +95,7 @@ def test_remote_plotter_jobs_listed_and_stopped_over_ssh(farm: E2EFarm, plotters
     assert files_with(remote.temps[0], plot_id)
     stop = local.run("--stop", job_id, "--host", REMOTE)
     assert stop.returncode == 0, stop.stderr
-    assert f"job {job_id}" in stop.stdout and "stopped" in stop.stdout
+    assert stop.stdout.startswith(f"{REMOTE}: job {job_id}") and "stopped" in stop.stdout
     wait_until("the remote job gone", lambda: not alive(pid, created))
     assert files_with(remote.temps[0], plot_id) == []
     assert alive(local.records()[0][1], local.records()[0][2])  # the local job is untouched
@@ -145,12 +145,12 @@ def test_remote_aborted_job_files_removed_over_ssh(farm: E2EFarm, plotters: tupl
 
     removed = local.run("--remove-aborted", "--host", REMOTE)
     assert removed.returncode == 0, removed.stdout + removed.stderr
-    assert removed.stdout.splitlines() == [f"job {doomed} (failed): deleted {len(doomed_files)} temporary file(s)"]
+    assert removed.stdout.splitlines() == [f"{REMOTE}: job {doomed} (failed): deleted {len(doomed_files)} temporary file(s)"]
     assert remote_files(ids[doomed_pid]) == []
     assert remote_files(ids[held_pid]) == held_files and alive(held_pid, held_created)
     assert sorted(p.name for p in local.temps[0].iterdir()) == local_leftovers
     again = local.run("--remove-aborted", "--host", REMOTE)
-    assert again.returncode == 0 and again.stdout.strip() == "no ended job has temporary files left"
+    assert again.returncode == 0 and again.stdout.strip() == f"{REMOTE}: no ended job has temporary files left"
     assert held not in removed.stdout + again.stdout
 
     for host, named in (("nosuch", "'nosuch' is not in plotter.jobs.remote_plotters"), ("all", "--host all")):
