@@ -79,8 +79,10 @@ def open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:
     return busy
 
 
-def candidate_files(patterns: Sequence[str]) -> list[Path]:
-    """Files with a finished plot name in the plot directories (globs), each once."""
+def candidate_files(patterns: Sequence[str]) -> dict[str, Path]:
+    """Files with a finished plot name in the plot directories (globs), each once, keyed by
+    real path: that is the name /proc shows for a descriptor, so a plot directory reached
+    through a symlink is still checked for writers."""
     seen: dict[str, Path] = {}
     for pattern in patterns:
         for directory in sorted(glob.glob(os.path.expanduser(pattern))):
@@ -91,16 +93,16 @@ def candidate_files(patterns: Sequence[str]) -> list[Path]:
             for entry in entries:
                 if is_finished_plot_name(entry.name) and entry.is_file(follow_symlinks=False):
                     seen.setdefault(os.path.realpath(entry.path), Path(entry.path))
-    return list(seen.values())
+    return seen
 
 
 def finished_plots(patterns: Sequence[str]) -> tuple[list[FinishedPlot], list[str]]:
     """Plots ready to send, oldest first, and one line per file skipped with the reason."""
     skipped: list[str] = []
     candidates = candidate_files(patterns)
-    writing = open_for_writing(str(p) for p in candidates)
+    writing = open_for_writing(candidates)
     ready: list[FinishedPlot] = []
-    for path in candidates:
+    for real_path, path in candidates.items():
         try:
             validate_plot_name(path.name)
             st = path.stat()
@@ -108,7 +110,7 @@ def finished_plots(patterns: Sequence[str]) -> tuple[list[FinishedPlot], list[st
         except (PlotFileError, OSError) as exc:
             skipped.append(f"{path}: {exc}")
             continue
-        if str(path) in writing:
+        if real_path in writing:
             skipped.append(f"{path}: still open for writing by another process")
             continue
         if header.k is not None and header.format != "plot2" and not plot_size_fits(st.st_size, header.k, header.compression):
