@@ -1,9 +1,9 @@
 """Replotting for plot jobs: one old OG plot makes room for one new plot, never a pool plot.
 
-The decision is checked as a pure function first; then on a real loop-mounted ext4 drive
-holding real chiapos OG and pool plots (and files that only look like plots), filled so the
-incoming plot does not fit, the action must delete exactly the oldest OG plot, record it, and
-never a second one for the same job or while another job's room is still pending.
+On a real loop-mounted ext4 drive holding real chiapos OG and pool plots (and files that only
+look like plots), filled so the incoming plot does not fit, the action must delete exactly the
+oldest OG plot, record it, and never a second one for the same job or while another job's room
+is still pending.  The decision itself is ``replace.make_room_for``'s (tests/integration/test_replace.py).
 """
 
 from __future__ import annotations
@@ -16,64 +16,9 @@ import pytest
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plotmaker import cached_plot, copy_plot, plot_name
 from utilities.errors import DriveError
-from utilities.plot_jobs.replot import ACTION_DELETE, ACTION_IMPOSSIBLE, ACTION_NONE, make_room_for_job, plan_replot
+from utilities.plot_jobs.replot import make_room_for_job
 from utilities.plots import KIND_OG, read_plot_header
-from utilities.replace import OgPlot
 from utilities.state import StateDB
-
-GIB = 1 << 30
-
-
-def og(name: str, size: int, mtime: float) -> OgPlot:
-    return OgPlot(Path("/farm/d0") / name, size, mtime)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure decision
-# ---------------------------------------------------------------------------------------------
-
-
-def test_plan_does_nothing_when_the_plot_fits() -> None:
-    plan = plan_replot(
-        free_bytes=102 * GIB, incoming_bytes=101 * GIB, pending_bytes=0, candidates=[og("a", 101 * GIB, 1)]
-    )
-    assert (plan.action, plan.victim) == (ACTION_NONE, None)
-
-
-def test_plan_deletes_the_first_oldest_candidate_only() -> None:
-    oldest, newer = og("old", 101 * GIB, 1), og("new", 101 * GIB, 2)
-    plan = plan_replot(free_bytes=5 * GIB, incoming_bytes=101 * GIB, pending_bytes=0, candidates=[oldest, newer])
-    assert (plan.action, plan.victim) == (ACTION_DELETE, oldest)
-    assert "old" in plan.reason
-
-
-def test_plan_counts_room_promised_to_other_jobs() -> None:
-    # 110 GiB free fits one plot, but another job in its final phase already counts on 101 GiB.
-    candidates = [og("a", 101 * GIB, 1)]
-    assert plan_replot(110 * GIB, 101 * GIB, 0, candidates).action == ACTION_NONE
-    plan = plan_replot(110 * GIB, 101 * GIB, 101 * GIB, candidates)
-    assert (plan.action, plan.victim) == (ACTION_DELETE, candidates[0])
-
-
-def test_plan_refuses_when_one_deletion_is_not_enough_or_nothing_to_delete() -> None:
-    small = og("small-k25", 600 << 20, 1)
-    plan = plan_replot(1 * GIB, 101 * GIB, 0, [small])
-    assert (plan.action, plan.victim) == (ACTION_IMPOSSIBLE, None)
-    assert "not enough" in plan.reason
-    plan = plan_replot(1 * GIB, 101 * GIB, 0, [])
-    assert (plan.action, plan.victim) == (ACTION_IMPOSSIBLE, None)
-    assert "no old OG plot" in plan.reason
-
-
-@pytest.mark.parametrize("incoming, pending", [(0, 0), (-1, 0), (10, -1)])
-def test_plan_rejects_nonsense_sizes(incoming: int, pending: int) -> None:
-    with pytest.raises(ValueError):
-        plan_replot(1, incoming, pending, [])
-
-
-# ---------------------------------------------------------------------------------------------
-# On a real drive
-# ---------------------------------------------------------------------------------------------
 
 
 def _stage(drive: Path) -> tuple[list[Path], list[Path], list[Path]]:
@@ -154,7 +99,7 @@ def test_impossible_room_deletes_nothing_and_says_why(tmp_path: Path) -> None:
         drives.unfill(drive)
         only_og = copy_plot("og", d0)
         drives.fill_for_plots(drive, 0, plot_size)
-        with pytest.raises(DriveError, match="not enough"):
+        with pytest.raises(DriveError, match="would still not make room"):
             make_room_for_job(d0, plot_size, db, pending_bytes=2 * plot_size, job_id="job-too-big")
         assert only_og.exists() and all(p.exists() for p in pools)
         assert _replaced(db) == []

@@ -17,76 +17,21 @@ plot and only if the drive cannot take the plot otherwise.  Added here for plot 
   runs and a ``--loop`` manager may look at the same moment;
 * every deletion is recorded in the state database (``replaced_plots``).
 
-``plan_replot`` is the pure decision (also used to show what would happen); ``make_room_for_job``
-acts on it.
+The decision and the deletion itself are ``replace.make_room_for``'s; ``make_room_for_job``
+only adds the job's view (promised room, its own partial file, once per job, the lock, the record).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from utilities.errors import DriveError
 from utilities.locking import exclusive_lock
-from utilities.plots import is_finished_plot_name
-from utilities.replace import OgPlot, make_room_for, needs_room, og_plots
+from utilities.plot_jobs import files as job_files
+from utilities.replace import make_room_for
 from utilities.state import StateDB
-
-log = logging.getLogger(__name__)
-
-ACTION_NONE = "none"  # the drive has room already
-ACTION_DELETE = "delete"  # delete ``victim`` (the oldest OG plot)
-ACTION_IMPOSSIBLE = "impossible"  # no OG plot, or one deletion would not be enough
 
 _HANDLED_KEY = "replot.handled.{job}"
 _LOCK_NAME = "replot.lock"
-
-
-@dataclass(frozen=True)
-class ReplotPlan:
-    action: str
-    victim: OgPlot | None
-    reason: str
-
-
-def plan_replot(free_bytes: int, incoming_bytes: int, pending_bytes: int, candidates: Sequence[OgPlot]) -> ReplotPlan:
-    """Pure: what to do on a drive with ``free_bytes`` free for a plot of ``incoming_bytes``.
-
-    ``pending_bytes`` is room already promised to other jobs bound for this drive; ``candidates``
-    are its OG plots oldest first (``replace.og_plots``).  Deleting one plot must be enough:
-    never a second one for the same incoming plot.
-    """
-    if incoming_bytes <= 0:
-        raise ValueError(f"incoming plot size must be positive, got {incoming_bytes}")
-    if pending_bytes < 0:
-        raise ValueError(f"pending bytes cannot be negative, got {pending_bytes}")
-    needed = incoming_bytes + pending_bytes
-    if not needs_room(free_bytes, needed):
-        return ReplotPlan(ACTION_NONE, None, f"{free_bytes} bytes free, {needed} needed")
-    if not candidates:
-        return ReplotPlan(
-            ACTION_IMPOSSIBLE, None, f"{free_bytes} bytes free, {needed} needed and no old OG plot to replace"
-        )
-    victim = candidates[0]
-    if needs_room(free_bytes + victim.size, needed):
-        return ReplotPlan(
-            ACTION_IMPOSSIBLE,
-            None,
-            f"{free_bytes} bytes free, {needed} needed: deleting one OG plot ({victim.size} bytes) is not enough "
-            "and no more than one is ever deleted",
-        )
-    return ReplotPlan(ACTION_DELETE, victim, f"{free_bytes} bytes free, {needed} needed: replace {victim.path.name}")
-
-
-def free_bytes_of(directory: Path) -> int:
-    try:
-        st = os.statvfs(directory)
-    except OSError as exc:
-        raise DriveError(f"cannot read free space of {directory}: {exc.strerror}") from None
-    return st.f_bavail * st.f_frsize
 
 
 def bytes_already_written(dest_dir: Path, plot_id: str) -> int:
@@ -97,20 +42,7 @@ def bytes_already_written(dest_dir: Path, plot_id: str) -> int:
     free figure, so counting the whole plot again would delete an OG plot for nothing.
     Allocated blocks, not the apparent size, because that is what free space reflects.
     """
-    plot_id = plot_id.lower()
-    total = 0
-    try:
-        entries = list(os.scandir(dest_dir))
-    except OSError as exc:
-        raise DriveError(f"cannot list {dest_dir}: {exc.strerror}") from None
-    for entry in entries:
-        name = entry.name.lower()
-        if plot_id in name and not is_finished_plot_name(entry.name) and entry.is_file(follow_symlinks=False):
-            try:
-                total += entry.stat(follow_symlinks=False).st_blocks * 512
-            except OSError:
-                continue
-    return total
+    return job_files.bytes_used(job_files.owned_files([dest_dir], plot_id, ()))
 
 
 def make_room_for_job(
@@ -139,18 +71,12 @@ def make_room_for_job(
             if handled_key:
                 db.set(handled_key, "")
             return None
-        plan = plan_replot(free_bytes_of(dest_dir), incoming_bytes, pending_bytes, og_plots(dest_dir))
-        log.debug("replot plan for %s: %s", dest_dir, plan.reason)
-        if plan.action == ACTION_IMPOSSIBLE:
-            raise DriveError(f"{dest_dir}: {plan.reason}")
-        deleted = None
-        if plan.action == ACTION_DELETE:
-            # replace.make_room_for decides again on fresh numbers and re-reads the header right
-            # before unlinking, so a file changed since the plan is never deleted by mistake.
-            deleted = make_room_for(dest_dir, incoming_bytes + pending_bytes)
-            if deleted is not None:
-                detail = f" for job {job_id}" if job_id else ""
-                db.record_replaced(str(deleted), f"replot: room for a {incoming_bytes}-byte plot{detail}")
+        # replace.make_room_for decides (the oldest OG plot by header, one at most, only when the
+        # drive lacks room) and raises DriveError, deleting nothing, when one plot is not enough.
+        deleted = make_room_for(dest_dir, incoming_bytes + pending_bytes)
+        if deleted is not None:
+            detail = f" for job {job_id}" if job_id else ""
+            db.record_replaced(str(deleted), f"replot: room for a {incoming_bytes}-byte plot{detail}")
         if handled_key:
             db.set(handled_key, str(deleted) if deleted else "")
         return deleted
