@@ -81,6 +81,7 @@ CONDITION_EVENTS = ("pool_error", "slow_lookup", "plot_count_dropped", "chia_hea
 MAX_ATTEMPTS = 5
 HARVESTER_KEY = "coin_monitor.harvester"
 LOG_LEVEL_WARNED_KEY = "coin_monitor.log_level_warned_at"
+LOG_LEVEL_CHECKED_KEY = "coin_monitor.chia_config_checked"
 LOG_LEVEL_REPEAT_SECONDS = 24 * 3600
 
 
@@ -533,11 +534,37 @@ def check_chia_log_level(config_path: Path) -> str | None:
     return log_level_problem(levels, config_path)
 
 
+def _config_signature(path: Path) -> list[Any] | None:
+    """What tells whether chia's config changed since it was last read (None: cannot stat it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def cached_log_level_problem(config_path: Path, db: StateDB) -> str | None:
+    """``check_chia_log_level``, parsed again only when chia's config.yaml changed.
+
+    chia's config is ~28 KB of YAML: parsing it costs tens of milliseconds, more than the rest
+    of a cron run with nothing new, every minute; a stat tells whether the answer can change.
+    """
+    signature = _config_signature(config_path)
+    cached = db.get(LOG_LEVEL_CHECKED_KEY)
+    if signature is not None and isinstance(cached, dict) and cached.get("signature") == signature:
+        return cached.get("problem")
+    problem = check_chia_log_level(config_path)
+    if signature is not None:
+        db.set(LOG_LEVEL_CHECKED_KEY, {"signature": signature, "problem": problem})
+    return problem
+
+
 def warn_about_log_level(settings: FarmerSettings, db: StateDB, now: float, force: bool = False) -> str | None:
     """Warn (stderr and log) about chia's log level: always on a terminal, from cron once a day."""
-    problem = check_chia_log_level(expand(settings.chia_config))
+    problem = cached_log_level_problem(expand(settings.chia_config), db)
     if problem is None:
-        db.set(LOG_LEVEL_WARNED_KEY, None)
+        if db.get(LOG_LEVEL_WARNED_KEY) is not None:
+            db.set(LOG_LEVEL_WARNED_KEY, None)
         return None
     last = db.get(LOG_LEVEL_WARNED_KEY)
     if force or sys.stderr.isatty() or last is None or now - float(last) >= LOG_LEVEL_REPEAT_SECONDS:
