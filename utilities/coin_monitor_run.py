@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -201,14 +202,17 @@ def _harvester_events(
 
 
 def silence_event(harvester: HarvesterState, now: float, minutes: int) -> NewEvent | None:
-    """Pure: a harvester_silent event if the last farming line is older than ``minutes``."""
+    """Pure: a harvester_silent event if the last farming line is older than ``minutes``.
+
+    It happens when the silence is noticed (``now``), not at the last line: nothing logged it.
+    """
     if minutes <= 0 or harvester.last_check_at is None:
         return None
     silent_for = now - harvester.last_check_at
     if silent_for < minutes * 60:
         return None
     return NewEvent(
-        "harvester_silent", f"since {harvester.last_stamp}", harvester.last_check_at, harvester.last_stamp or "",
+        "harvester_silent", f"since {harvester.last_stamp}", now, harvester.last_stamp or "",
         f"no harvester farming line for {int(silent_for // 60)} minutes (last at {harvester.last_stamp})",
     )
 
@@ -260,6 +264,16 @@ def load_harvester(db: StateDB) -> HarvesterState:
     return HarvesterState(data.get("last_check_at"), data.get("last_stamp"), data.get("total_plots"))
 
 
+def insert_event(cur: sqlite3.Cursor, event: NewEvent) -> bool:
+    """Record ``event`` unless its kind + key is already there; True if it is new."""
+    cur.execute(
+        "INSERT OR IGNORE INTO farm_events(kind, key, happened_at, stamp, amount_mojos, detail, status) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event.kind, event.key, event.happened_at, event.stamp, event.amount_mojos, event.detail, event.status),
+    )
+    return cur.rowcount == 1
+
+
 def record_batch(
     db: StateDB, log_path: Path, batch: Batch, events: list[NewEvent], harvester: HarvesterState
 ) -> dict[str, int]:
@@ -267,12 +281,7 @@ def record_batch(
     added: dict[str, int] = {}
     with db.transaction() as cur:
         for event in events:
-            cur.execute(
-                "INSERT OR IGNORE INTO farm_events(kind, key, happened_at, stamp, amount_mojos, detail, status) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (event.kind, event.key, event.happened_at, event.stamp, event.amount_mojos, event.detail, event.status),
-            )
-            if cur.rowcount == 1:
+            if insert_event(cur, event):
                 added[event.kind] = added.get(event.kind, 0) + 1
         save_state(cur, log_path, batch.state)
         db.set(HARVESTER_KEY, harvester.as_dict(), cur)
@@ -303,11 +312,7 @@ def run_monitor(
     silent = silence_event(harvester, now(), settings.harvester_silent_minutes)
     if db.alert_transition("coin_monitor.harvester_silent", silent is not None, silent.detail if silent else "") and silent:
         with db.transaction() as cur:
-            cur.execute(
-                "INSERT OR IGNORE INTO farm_events(kind, key, happened_at, stamp, amount_mojos, detail, status) "
-                "VALUES (?, ?, ?, ?, NULL, ?, 'pending')",
-                (silent.kind, silent.key, now(), silent.stamp, silent.detail),
-            )
+            insert_event(cur, silent)
         outcome.new_events["harvester_silent"] = 1
     outcome.notified = notify_pending(db, notifier, settings, hostname, now())
     prune_conditions(db, now())
