@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from utilities.plots import is_finished_plot_name
@@ -32,31 +32,28 @@ def _inside(path: Path, directories: Iterable[Path]) -> bool:
     return any(path.parent == d for d in directories)
 
 
+def _files_matching(directory: Path, wanted: Callable[[str], bool]) -> list[Path]:
+    """Regular files (never through a symlink) in ``directory`` whose name is ``wanted``; an
+    unreadable directory has none (a vanished temp dir must not stop the clean-up of the rest)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries if wanted(e.name) and e.is_file(follow_symlinks=False)]
+
+
 def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembered: Iterable[Path],
                 anonymous_dirs: Iterable[Path] = ()) -> list[Path]:
     """The job's temporary files that exist now (see the module docstring for the rules)."""
     dirs = [Path(os.path.normpath(d)) for d in directories if d is not None]
     found: set[Path] = set()
     for directory in anonymous_dirs:
-        try:
-            entries = list(os.scandir(directory))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.endswith(".tmp") and not _PLOT_ID_RE.search(entry.name) \
-                    and entry.is_file(follow_symlinks=False):
-                found.add(Path(entry.path))
+        found.update(_files_matching(directory, lambda name: name.endswith(".tmp") and not _PLOT_ID_RE.search(name)))
     needle = plot_id.lower() if plot_id else None
     if needle and len(needle) >= 16:  # a real plot id is 64 hex digits; never match on a fragment
         for directory in dirs:
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            for entry in entries:
-                if needle in entry.name.lower() and not is_finished_plot_name(entry.name) \
-                        and entry.is_file(follow_symlinks=False):
-                    found.add(Path(entry.path))
+            found.update(_files_matching(
+                directory, lambda name: needle in name.lower() and not is_finished_plot_name(name)))
     for path in remembered:
         path = Path(os.path.normpath(path))
         if _inside(path, dirs) and not is_finished_plot_name(path.name) and path.is_file() and not path.is_symlink():
