@@ -176,14 +176,12 @@ def log_chain(log_path: Path) -> list[LogFile]:
         if temp and name.endswith(".gz") and name[:-3] in present:
             continue  # being gzipped right now: the plain file is the whole truth until it goes
         path = log_path.parent / name
-        entry = _stat(path, compressed=name.endswith(".gz"), live=False)
-        if entry is None:
-            continue
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except OSError:
             continue
-        backups.append((mtime, -int(backup["n"]) if backup else 0, entry))
+        entry = LogFile(path, st.st_dev, st.st_ino, st.st_size, compressed=name.endswith(".gz"), live=False)
+        backups.append((st.st_mtime_ns, -int(backup["n"]) if backup else 0, entry))
     chain = [entry for _, _, entry in sorted(backups, key=lambda item: (item[0], item[1]))]
     live = _stat(log_path, compressed=False, live=True)
     if live is not None:
@@ -205,11 +203,7 @@ def _open(entry: LogFile) -> BinaryIO:
 
 def _head(entry: LogFile, length: int) -> bytes | None:
     """The first ``length`` bytes (decompressed), or None if the file has fewer or is unreadable."""
-    try:
-        with _open(entry) as handle:
-            data = handle.read(length)
-    except (OSError, EOFError, zlib.error):
-        return None
+    data = _head_prefix(entry, length)
     return data if len(data) == length else None
 
 
@@ -223,6 +217,7 @@ def _first_stamp(entry: LogFile) -> str | None:
 
 
 def _head_prefix(entry: LogFile, length: int) -> bytes:
+    """Up to ``length`` first bytes (decompressed); empty if the file is unreadable."""
     try:
         with _open(entry) as handle:
             return handle.read(length)
