@@ -138,6 +138,12 @@ def assign_names(mountpoints: Sequence[str]) -> dict[str, str]:
     }
 
 
+def online_drives(drives: Sequence[DriveState], offline: Iterable[str]) -> list[DriveState]:
+    """Pure: the drives plots may go to: mounted and not taken offline (natural order kept)."""
+    offline_names = set(offline)
+    return [d for d in drives if d.mounted and d.name not in offline_names]
+
+
 def choose_receive_drive(
     drives: Sequence[DriveState],
     offline: Iterable[str],
@@ -151,12 +157,7 @@ def choose_receive_drive(
     original's behaviour: a farmer can tell from the mountpoint which drives are done);
     ``most_free`` spreads plots to the drive with the most free slots.
     """
-    offline_names = set(offline)
-    candidates = [
-        d
-        for d in drives
-        if d.mounted and d.name not in offline_names and d.free_slots(plot_size, reserve_slots) >= 1
-    ]
+    candidates = [d for d in online_drives(drives, offline) if d.free_slots(plot_size, reserve_slots) >= 1]
     if not candidates:
         return None
     if policy == "most_free":
@@ -166,16 +167,14 @@ def choose_receive_drive(
 
 def choose_replace_drive(drives: Sequence[DriveState], offline: Iterable[str]) -> DriveState | None:
     """Replace mode: the first online drive (natural order) that still holds old OG plots."""
-    offline_names = set(offline)
-    return next((d for d in drives if d.mounted and d.name not in offline_names and d.plots_og > 0), None)
+    return next((d for d in online_drives(drives, offline) if d.plots_og > 0), None)
 
 
 def online_free_slots(
     drives: Sequence[DriveState], offline: Iterable[str], plot_size: int, reserve_slots: int = 0
 ) -> int:
     """Pure: the free plot slots of the mounted drives that are not offline."""
-    offline_names = set(offline)
-    return sum(d.free_slots(plot_size, reserve_slots) for d in drives if d.mounted and d.name not in offline_names)
+    return sum(d.free_slots(plot_size, reserve_slots) for d in online_drives(drives, offline))
 
 
 def choose_receive_target(
