@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -57,13 +58,13 @@ def measure_usage(temp_patterns: Iterable[str], output_patterns: Iterable[str]) 
         for pattern in patterns:
             for directory in sorted(glob.glob(os.path.expanduser(pattern))):
                 try:
-                    device = os.stat(directory).st_dev
+                    st = os.stat(directory)
+                    if st.st_dev in seen_devices or not stat.S_ISDIR(st.st_mode):
+                        continue
                     info = os.statvfs(directory)
                 except OSError:
                     continue
-                if device in seen_devices or not os.path.isdir(directory):
-                    continue
-                seen_devices.add(device)
+                seen_devices.add(st.st_dev)
                 total = info.f_blocks * info.f_frsize
                 used = (info.f_blocks - info.f_bfree) * info.f_frsize
                 # df's rule: usage counts against what non-root users can have (used + avail).

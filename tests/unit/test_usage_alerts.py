@@ -44,6 +44,7 @@ def test_measure_counts_each_filesystem_once_and_skips_missing(tmp_path: Path) -
     (tmp_path / "t1").mkdir()
     (tmp_path / "t2").mkdir()
     (tmp_path / "out").mkdir()
+    (tmp_path / "t0.log").write_text("a file the glob matches first: not a directory, skipped\n")
     found = measure_usage([str(tmp_path / "t*"), str(tmp_path / "missing")], [str(tmp_path / "out")])
     assert len(found) == 1  # all three live on one filesystem: one reading, named after the first
     usage = found[0]
