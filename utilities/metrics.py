@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utilities.snapshot import HarvesterSnapshot
+from utilities.snapshot import HarvesterSnapshot, atomic_write_text
 from utilities.state import TransferRecord
 
 __all__ = [
@@ -242,34 +242,18 @@ def plotter_metrics(hostname: str, records: Sequence[TransferRecord], now: float
 def write_textfile(directory: Path, name: str, text: str) -> Path:
     """Atomically write ``directory/name.prom`` (mode 0644) and return its path.
 
-    The text goes to ``name.prom.tmp.<pid>`` in the same directory (node_exporter only reads
-    ``*.prom``), is fsynced and renamed over the target, so a reader sees the old file or the new
-    one, never a part. ``name`` may be given with or without the ``.prom`` suffix.
+    ``snapshot.atomic_write_text`` writes a hidden temporary file in the same directory
+    (node_exporter only reads ``*.prom``), fsyncs it and renames it over the target, so a reader
+    sees the old file or the new one, never a part; the directory is then fsynced so the rename
+    survives a crash. ``name`` may be given with or without the ``.prom`` suffix.
     """
     if name.endswith(".prom"):
         name = name[: -len(".prom")]
     if not name or not _TEXTFILE_NAME.match(name) or name.startswith("."):
         raise ValueError(f"invalid textfile name {name!r}")
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{name}.prom"
-    tmp = directory / f"{name}.prom.tmp.{os.getpid()}"
-    data = text.encode("utf-8")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.fchmod(fd, 0o644)  # the umask may have taken bits away
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(target, text)  # its temporary name does not end in .prom
     with contextlib.suppress(OSError):  # make the rename durable; not every filesystem allows it
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
