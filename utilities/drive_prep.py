@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -369,9 +368,8 @@ def plan_plot_directory_edit(text: str, mountpoint: str) -> str | None:
         after = yaml.safe_load(new_text)
     except yaml.YAMLError as exc:
         raise DriveError(f"chia config: automatic edit would not parse; {how}") from exc
-    expected: Any = yaml.safe_load(text)
-    expected["harvester"]["plot_directories"] = [*current, mountpoint]
-    if after != expected:
+    harvester["plot_directories"] = [*current, mountpoint]  # ``before`` is now what the edit must give
+    if after != before:
         raise DriveError(f"chia config: automatic edit changed more than plot_directories; {how}")
     return new_text
 
