@@ -24,7 +24,7 @@ from utilities.farm_report import (
     uuid_report_text,
     validate_uuid,
 )
-from utilities.harvester import read_drive_smart, run_harvester_pass, scan_harvester
+from utilities.harvester import RECEIVE_KEY, read_drive_smart, run_harvester_pass, scan_harvester
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.replace import make_room_for
@@ -146,7 +146,7 @@ def replace_plot(args: argparse.Namespace, settings: Settings, db: StateDB) -> i
     """-rp: delete one old OG plot on the receive drive, only if it has no room for one more plot."""
     if not settings.harvester.replace_non_pool_plots:
         raise UsageError("-rp needs harvester.replace_non_pool_plots: true in the config")
-    record = db.get("receive_drive") or {}
+    record = db.get(RECEIVE_KEY) or {}
     if not record.get("receive_dir"):
         raise DriveError("no receive drive is selected (run drive_manager.py first)")
     deleted = make_room_for(Path(record["receive_dir"]), settings.plot_size_bytes)
