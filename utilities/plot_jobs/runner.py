@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -378,7 +378,18 @@ def _replaceable_bytes(directory: Path) -> int:
         return 0
 
 
-def gather_space(jobs: PlotJobSettings) -> tuple[dict[Path, int], dict[Path, int]]:
+def replaceable_room(jobs: PlotJobSettings) -> dict[Path, int]:
+    """Bytes of OG plots per destination that replotting may free (none when replot is off).
+
+    Reading every plot header on every destination is the costly part of a pass, and nothing
+    deletes a plot while the pass starts jobs, so the pass reads them once, not per start.
+    """
+    if not jobs.replot.enabled:
+        return {}
+    return {dest: _replaceable_bytes(dest) for dest in jobs.destinations if dest.is_dir()}
+
+
+def gather_space(jobs: PlotJobSettings, replaceable: Mapping[Path, int]) -> tuple[dict[Path, int], dict[Path, int]]:
     """Free bytes per available temp directory, and room per available destination."""
     temps = {}
     for temp in jobs.temp_directories:
@@ -390,7 +401,7 @@ def gather_space(jobs: PlotJobSettings) -> tuple[dict[Path, int], dict[Path, int
         free = _free_bytes(dest) if dest.is_dir() else None
         if free is None:
             continue
-        outputs[dest] = free + (_replaceable_bytes(dest) if jobs.replot.enabled else 0)
+        outputs[dest] = free + replaceable.get(dest, 0)
     return temps, outputs
 
 
@@ -430,10 +441,11 @@ def _start_what_fits(settings: Settings, store: JobStore, notifier: Notifier,
     plot_bytes = expected_plot_size(jobs.k, jobs.compression)
     actives = active_jobs(store, running)
     last_starts = store.last_starts()
+    replaceable = replaceable_room(jobs)
     started: list[JobRecord] = []
     while True:
         now = clock()
-        temps, outputs = gather_space(jobs)
+        temps, outputs = gather_space(jobs, replaceable)
         decision = next_start(now, actives, temps, outputs, jobs, last_starts, plot_bytes)
         if isinstance(decision, Refusal):
             break
@@ -459,7 +471,8 @@ def _start_what_fits(settings: Settings, store: JobStore, notifier: Notifier,
                 short_text=f"{settings.hostname}: no plot job started: {decision.reason}",
                 context={"hostname": settings.hostname, "reason": decision.reason},
             ))
-    elif started or pick_destination(gather_space(jobs)[1], actives, plot_bytes) is not None:
+    # ``outputs`` is still current: the refusal that ended the loop started nothing.
+    elif started or pick_destination(outputs, actives, plot_bytes) is not None:
         store.db.alert_transition(NO_DESTINATION_ALERT, False)
     return started, decision
 
