@@ -49,8 +49,6 @@ _PREFIX = re.compile(
     r"(?P<message>.*)"
 )
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
 
 @dataclass(frozen=True)
 class LogLine:

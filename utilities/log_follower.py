@@ -106,7 +106,6 @@ class Batch:
 
     lines: list[str]
     state: FollowState
-    source: Path
 
 
 @dataclass
@@ -117,9 +116,7 @@ class FollowReport:
     bytes_read: int = 0
     lines: int = 0
     rotations: int = 0
-    truncated: bool = False
     lost_track: bool = False
-    started_fresh: bool = False
 
 
 # -- state -------------------------------------------------------------------------------------
@@ -283,13 +280,12 @@ def follow(
     chain = log_chain(log_path)
     plan: list[tuple[LogFile, int]] = []  # (file, start offset), oldest first
     if state is None:
-        report.started_fresh = True
         live = chain[-1] if chain and chain[-1].live else None
         if live is None:
             return
         if start_at == "end":
             offset = _end_of_complete_lines(live)
-            yield Batch([], _state_for(live, offset, None, live.size), live.path)
+            yield Batch([], _state_for(live, offset, None, live.size))
             return
         plan.append((live, 0))
     else:
@@ -299,10 +295,6 @@ def follow(
             plan.append((entry, state.offset))
             plan += [(newer, 0) for newer in chain[index + 1:]]
             report.rotations = len(chain) - 1 - index
-            # copytruncate: our bytes live on in a copy while the live file kept our inode.
-            report.truncated = not entry.live and any(
-                f.live and (f.device, f.inode) == (state.device, state.inode) for f in chain
-            )
         elif not chain:
             return  # no log at all (chia stopped, or a wrong farmer.chia_log): nothing to read
         else:
@@ -417,16 +409,16 @@ def _read(
                 consumed = position - len(carry)
                 head_state = _next_state(entry, consumed, lines, head_state, position, watermark)
                 report.lines += len(lines)
-                yield Batch(lines, head_state, entry.path)
+                yield Batch(lines, head_state)
             if carry and not entry.live:
                 lines = _decode(carry)  # a closed file's last line: it will never be finished
                 head_state = _next_state(entry, position, lines, head_state, position, watermark)
                 report.lines += len(lines)
-                yield Batch(lines, head_state, entry.path)
+                yield Batch(lines, head_state)
             elif head_state is None:
                 # Nothing new: still move the position onto this file (a rotation happened).
                 consumed = position - len(carry)
-                yield Batch([], _next_state(entry, consumed, [], None, position, watermark), entry.path)
+                yield Batch([], _next_state(entry, consumed, [], None, position, watermark))
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             log.warning("%s is damaged, reading stopped there: %s", entry.path, exc)
 
