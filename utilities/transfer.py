@@ -372,40 +372,57 @@ def stream_file(
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         if nc is None:
             hexdigest = _stream_socket(fd, host, port, total, progress_cb, chunk, path, idle_timeout)
-            if os.fstat(fd).st_size != total:
-                raise TransferError(f"{path} changed size while it was being sent")
-            return StreamResult(total, hexdigest, time.monotonic() - started)
-        with tempfile.TemporaryFile() as errors:
-            argv = [nc, "-N", "-w", str(max(1, round(idle_timeout))), "--", host, str(port)]
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
-            except OSError as exc:
-                raise TransferError(f"cannot start {nc}: {exc.strerror or exc}") from exc
-            try:
-                hexdigest = _pump(fd, proc, total, progress_cb, chunk, path)
-                status = proc.wait(timeout=idle_timeout + 10)
-            except subprocess.TimeoutExpired:
-                raise TransferError(f"nc to {host}:{port} did not finish within {idle_timeout:.0f} s") from None
-            except BrokenPipeError:
-                # nc is gone (refused, reset, timed out): its status and stderr say why.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=10)
-                tail = _read_tail(errors)
-                raise TransferError(
-                    f"nc to {host}:{port} quit mid-stream (status {proc.returncode}){': ' + tail if tail else ''}"
-                ) from None
-            except OSError as exc:
-                raise TransferError(f"reading {path}: {exc.strerror or exc}") from exc
-            finally:
-                _kill_and_reap(proc)
-            if status != 0:
-                tail = _read_tail(errors)
-                raise TransferError(f"nc to {host}:{port} failed (status {status}){': ' + tail if tail else ''}")
+        else:
+            hexdigest = _stream_nc(fd, host, port, total, progress_cb, chunk, path, idle_timeout, nc)
         if os.fstat(fd).st_size != total:
             raise TransferError(f"{path} changed size while it was being sent")
     finally:
         os.close(fd)
     return StreamResult(total, hexdigest, time.monotonic() - started)
+
+
+def _stream_nc(
+    fd: int,
+    host: str,
+    port: int,
+    total: int,
+    progress_cb: ProgressCallback | None,
+    chunk: int,
+    path: str | Path,
+    idle_timeout: float,
+    nc: str,
+) -> str:
+    """Send ``total`` bytes of ``fd`` through ``nc -N host port``; returns the hex digest.
+
+    nc's status and the tail of its stderr become the TransferError when it fails.
+    """
+    with tempfile.TemporaryFile() as errors:
+        argv = [nc, "-N", "-w", str(max(1, round(idle_timeout))), "--", host, str(port)]
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        except OSError as exc:
+            raise TransferError(f"cannot start {nc}: {exc.strerror or exc}") from exc
+        try:
+            hexdigest = _pump(fd, proc, total, progress_cb, chunk, path)
+            status = proc.wait(timeout=idle_timeout + 10)
+        except subprocess.TimeoutExpired:
+            raise TransferError(f"nc to {host}:{port} did not finish within {idle_timeout:.0f} s") from None
+        except BrokenPipeError:
+            # nc is gone (refused, reset, timed out): its status and stderr say why.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            tail = _read_tail(errors)
+            raise TransferError(
+                f"nc to {host}:{port} quit mid-stream (status {proc.returncode}){': ' + tail if tail else ''}"
+            ) from None
+        except OSError as exc:
+            raise TransferError(f"reading {path}: {exc.strerror or exc}") from exc
+        finally:
+            _kill_and_reap(proc)
+        if status != 0:
+            tail = _read_tail(errors)
+            raise TransferError(f"nc to {host}:{port} failed (status {status}){': ' + tail if tail else ''}")
+    return hexdigest
 
 
 def _pump(
