@@ -227,12 +227,34 @@ def _rmdirs(created: Iterable[Path]) -> None:
 
 
 class _Cleanable:
-    """Something holding mounts/devices that the atexit backstop may have to release."""
+    """Something holding mounts/devices that the atexit backstop may have to release.
+
+    ``_activate`` is the one way in: set up, and on any failure (Ctrl-C included) release
+    whatever the half-done set-up made before re-raising, so no fixture ever leaks a mount.
+    """
 
     _owner_pid: int
+    _closed: bool
 
     def close(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _setup(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _activate(self) -> None:
+        if not self._closed:
+            raise RuntimeError(f"{self!r} is already active")
+        self._closed = False
+        register_active(self)
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 _active_lock = threading.Lock()
@@ -409,19 +431,8 @@ class LoopDrives(_Cleanable):
     # -- setup ------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        if not self._closed:
-            raise RuntimeError("LoopDrives is already active")
-        self._closed = False
-        register_active(self)
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
+        self._activate()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _setup(self) -> None:
         # Images live in their own temporary directory, never under root: a drive-discovery

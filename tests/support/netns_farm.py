@@ -455,24 +455,13 @@ class NetnsFarm(_Cleanable):
     # -- setup ------------------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        if not self._closed:
-            raise RuntimeError(f"{self!r} is already active")
         if NETNS_UNAVAILABLE_REASON is not None:
             raise FarmError(f"netns farm unavailable: {NETNS_UNAVAILABLE_REASON}")
         started = time.monotonic()
-        self._closed = False
-        register_active(self)
-        try:
-            self._setup()
-        except BaseException:
-            self.close()
-            raise
+        self._activate()
         self.up_seconds = time.monotonic() - started
         log.info("%r up in %.2fs", self, self.up_seconds)
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def _setup(self) -> None:
         if not self.root.is_dir():

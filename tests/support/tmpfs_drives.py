@@ -43,7 +43,6 @@ from tests.support.loopdrives import (
     _rmdirs,
     _run,
     mounted_at,
-    register_active,
     umount,
     unregister_active,
 )
@@ -127,27 +126,19 @@ class TmpfsDrives(_Cleanable):
         return list(self._drives)
 
     def __enter__(self) -> Self:
-        if not self._closed:
-            raise RuntimeError("TmpfsDrives is already active")
-        self._closed = False
-        register_active(self)
-        try:
-            for rel in self._rels:
-                mountpoint = self.root / rel
-                self._created_dirs.extend(_mkdirs(mountpoint))
-                # Spelled as the kernel will list it, even if part of root is a symlink.
-                mountpoint = mountpoint.resolve()
-                if mounted_at(mountpoint):
-                    raise RuntimeError(f"{mountpoint} is already a mountpoint; refusing to stack")
-                self._mount(mountpoint)
-                self._drives.append(TmpfsDrive(self.source, mountpoint, self.size))
-        except BaseException:
-            self.close()
-            raise
+        self._activate()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def _setup(self) -> None:
+        for rel in self._rels:
+            mountpoint = self.root / rel
+            self._created_dirs.extend(_mkdirs(mountpoint))
+            # Spelled as the kernel will list it, even if part of root is a symlink.
+            mountpoint = mountpoint.resolve()
+            if mounted_at(mountpoint):
+                raise RuntimeError(f"{mountpoint} is already a mountpoint; refusing to stack")
+            self._mount(mountpoint)
+            self._drives.append(TmpfsDrive(self.source, mountpoint, self.size))
 
     def _mount(self, mountpoint: Path) -> None:
         # Recorded before mount returns: if we are interrupted right after the mount
