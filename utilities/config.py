@@ -26,7 +26,7 @@ from utilities.local_move_settings import LocalMoveSettings
 from utilities.notify import NotificationSettings
 from utilities.plot_job_settings import PlotJobSettings
 from utilities.plots import parse_plot_size_setting
-from utilities.settings_base import Section
+from utilities.settings_base import Section, check_plain_name, repeated
 
 CONFIG_ENV = "PLOT_MANAGER_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/plot_manager/plot_manager.yaml")
@@ -143,9 +143,7 @@ class HarvesterTarget(_Section):
     @field_validator("name")
     @classmethod
     def _name_is_plain(cls, value: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("only letters, digits, '-', '_' and '.' are allowed")
-        return value
+        return check_plain_name(value)
 
 
 class TransferSettings(_Section):
@@ -177,8 +175,7 @@ class FarmSettings(_Section):
     @field_validator("harvesters")
     @classmethod
     def _unique_names(cls, value: tuple[HarvesterTarget, ...]) -> tuple[HarvesterTarget, ...]:
-        names = [h.name for h in value]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = repeated(h.name for h in value)
         if duplicates:
             raise ValueError(f"harvester names must be unique, repeated: {', '.join(duplicates)}")
         return value
@@ -221,9 +218,7 @@ class Settings(_Section):
     @field_validator("hostname")
     @classmethod
     def _hostname_is_plain(cls, value: str) -> str:
-        if not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("only letters, digits, '-', '_' and '.' are allowed")
-        return value
+        return check_plain_name(value)
 
     # Derived values, so callers never repeat the defaulting rules.
     @property
