@@ -22,7 +22,6 @@ from pydantic import Field, field_validator, model_validator
 
 from utilities.settings_base import Section
 
-PROGRAMS = ("chia", "madmax", "bladebit")
 ProgramName = Literal["chia", "madmax", "bladebit"]
 
 #: The executable each program runs when ``executable`` is not set (looked up on PATH).

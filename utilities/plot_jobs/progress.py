@@ -27,7 +27,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 
-PROGRAMS = ("chia", "madmax", "bladebit")
 # Executable / command names people write in configs, mapped to the log dialect they print.
 PROGRAM_ALIASES = {
     "chia": "chia",
