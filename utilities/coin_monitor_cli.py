@@ -108,7 +108,6 @@ def summary_text(data: dict[str, Any]) -> str:
 def summary(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
     if args.last < 0:
         raise UsageError("--last must be 0 or more")
-    ensure_schema(db)
     warn_about_log_level(settings.farmer, db, time.time(), force=True)
     data = summary_data(settings, db, args.last)
     print(json.dumps(data, indent=2) if args.json else summary_text(data))
