@@ -412,7 +412,7 @@ class Bench:
 
     def write_reservation(self) -> None:
         """What drive_manager.py's pass records for move_local_plots.py (utilities/harvester.py)."""
-        from utilities.local_move_run import LOCAL_RECEIVE_KEY
+        from utilities.local_move_settings import LOCAL_RECEIVE_KEY
         from utilities.state import StateDB
 
         with StateDB(self.database) as db:

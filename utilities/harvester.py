@@ -27,6 +27,7 @@ from utilities.drives import (
     probe_uuids,
     scan_drives,
 )
+from utilities.local_move_settings import LOCAL_RECEIVE_KEY
 from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.reports import format_health, format_size, format_temperature
@@ -43,7 +44,6 @@ TEMPERATURES_KEY = "last_temperatures"
 DIR_MTIMES_KEY = "plot_dir_mtimes"
 # The drive reserved for move_local_plots.py: {name, mountpoint, device, receive_dir, replace,
 # decided_at}; {"decided_at": ...} alone when no drive has room.
-LOCAL_RECEIVE_KEY = "local_receive_drive"
 
 
 @dataclass

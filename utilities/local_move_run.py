@@ -38,6 +38,7 @@ from utilities.local_move import (
     pread_into,
     remove_stale_part_path,
 )
+from utilities.local_move_settings import LOCAL_RECEIVE_KEY
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot, finished_plots
@@ -46,7 +47,6 @@ from utilities.usage_alerts import DirectoryUsage, measure_usage, usage_alert_ac
 
 log = logging.getLogger(__name__)
 
-LOCAL_RECEIVE_KEY = "local_receive_drive"  # written by drive_manager.py (utilities/harvester.py)
 # A reservation older than this means drive_manager.py's cron is not running: still used
 # after the re-checks, but the farmer is told.
 STALE_RESERVATION_SECONDS = 15 * 60

@@ -6,6 +6,10 @@ from pydantic import Field, model_validator
 
 from utilities.settings_base import Section
 
+#: State key of the drive reservation: drive_manager.py's pass writes it, move_local_plots.py reads
+#: it. Kept here, in the light module both already import, so neither imports the other.
+LOCAL_RECEIVE_KEY = "local_receive_drive"
+
 
 class LocalMoveSettings(Section):
     """Where a harvester that also plots finds its finished plots, and how they are moved."""

@@ -71,11 +71,3 @@ def test_held_plots_are_recorded_and_cleared(tmp_path: Path) -> None:
         assert clear_errors(db, "plot-a.plot") == []
         assert clear_errors(db, "all") == ["plot-b.plot"]
         assert held_plots(db) == {}
-
-
-def test_both_sides_use_one_state_key() -> None:
-    """drive_manager.py writes the reservation, move_local_plots.py reads it (each keeps the
-    key, so the mover does not import the harvester's whole minute job)."""
-    from utilities import harvester, local_move_run
-
-    assert harvester.LOCAL_RECEIVE_KEY == local_move_run.LOCAL_RECEIVE_KEY
