@@ -2,8 +2,9 @@
 
 On a real loop-mounted ext4 drive holding real chiapos OG and pool plots (and files that only
 look like plots), filled so the incoming plot does not fit, the action must delete exactly the
-oldest OG plot, record it, and never a second one for the same job or while another job's room
-is still pending.  The decision itself is ``replace.make_room_for``'s (tests/integration/test_replace.py).
+oldest OG plot, record it, and count the room still pending for another job.  The decision
+itself is ``replace.make_room_for``'s (tests/integration/test_replace.py); once per job is the
+job store's claim (test_plot_job_replot_summary.py: never twice, not even from a stale record).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def _replaced(db: StateDB) -> list[tuple[str, str]]:
 
 @pytest.mark.root
 @requires_root_and_loop
-def test_one_oldest_og_plot_per_job_never_pool_never_twice(tmp_path: Path) -> None:
+def test_one_oldest_og_plot_per_job_never_pool_and_pending_room_counted(tmp_path: Path) -> None:
     plot_size = max(cached_plot("og").stat().st_size, cached_plot("pool").stat().st_size)
     with LoopDrives(tmp_path / "mnt", ["replot0"], size_mb=48) as drives, StateDB(tmp_path / "state.db") as db:
         drive = drives.drives[0]
@@ -66,13 +67,6 @@ def test_one_oldest_og_plot_per_job_never_pool_never_twice(tmp_path: Path) -> No
         assert not ogs[0].exists()
         assert all(p.exists() for p in ogs[1:] + pools + decoys)
         assert _replaced(db) == [(str(ogs[0]), f"replot: room for a {plot_size}-byte plot for job job-a")]
-
-        # The same job seen again in its final phase (next cron run) deletes nothing more, even
-        # though the drive has been filled up again meanwhile.
-        drives.unfill(drive)
-        drives.fill_for_plots(drive, 0, plot_size)
-        assert make_room_for_job(d0, plot_size, db, job_id="job-a") is None
-        assert all(p.exists() for p in ogs[1:])
 
         # A second job while the first one's room is still pending: the next oldest goes.
         drives.unfill(drive)
@@ -103,7 +97,7 @@ def test_impossible_room_deletes_nothing_and_says_why(tmp_path: Path) -> None:
             make_room_for_job(d0, plot_size, db, pending_bytes=2 * plot_size, job_id="job-too-big")
         assert only_og.exists() and all(p.exists() for p in pools)
         assert _replaced(db) == []
-        # A refused job is not marked handled: once room can be made, it gets its one deletion.
+        # Once one OG plot is enough, that one goes.
         assert make_room_for_job(d0, plot_size, db, job_id="job-too-big") == only_og
 
 

@@ -11,8 +11,9 @@ plot and only if the drive cannot take the plot otherwise.  Added here for plot 
 * other jobs may already be heading for the same drive with their final phase started; the
   room they were promised (``pending_bytes``) is not free for this one, or two jobs would
   share the one freed slot and the second copy would fail for lack of space;
-* one decision per job (``job_id``): the manager runs every minute and sees the same job in
-  its final phase many times, but only the first look may delete anything;
+* one decision per job: the manager runs every minute and sees the same job in its final
+  phase many times, but only the first look may delete anything (the caller claims the job's
+  one replot in the job store, ``JobStore.claim_replot``, before calling here);
 * decisions on one drive are serialised (a lock next to the state database), because cron
   runs and a ``--loop`` manager may look at the same moment;
 * every deletion is recorded in the state database (``replaced_plots``).
@@ -30,7 +31,6 @@ from utilities.plot_jobs import files as job_files
 from utilities.replace import make_room_for
 from utilities.state import StateDB
 
-_HANDLED_KEY = "replot.handled.{job}"
 _LOCK_NAME = "replot.lock"
 
 
@@ -56,20 +56,15 @@ def make_room_for_job(
 ) -> Path | None:
     """Delete the oldest OG plot in ``dest_dir`` if (and only if) the job's plot would not fit.
 
-    Returns the deleted plot's path, or None when no deletion was needed (or ``job_id`` was
-    already handled).  ``incoming_bytes`` is the plot's size; with ``plot_id`` the part the job
-    has already written into ``dest_dir`` is subtracted (``bytes_already_written``).  Raises
-    DriveError when room is needed but one OG plot cannot provide it; nothing is deleted then.
+    Returns the deleted plot's path, or None when no deletion was needed.  ``incoming_bytes`` is
+    the plot's size; with ``plot_id`` the part the job has already written into ``dest_dir`` is
+    subtracted (``bytes_already_written``).  Raises DriveError when room is needed but one OG
+    plot cannot provide it; nothing is deleted then.  ``job_id`` only labels the record.
     """
-    handled_key = _HANDLED_KEY.format(job=job_id) if job_id else None
     with exclusive_lock(db.path.parent / _LOCK_NAME, "replot decision", wait=True):
-        if handled_key and db.get(handled_key) is not None:
-            return None
         if plot_id:
             incoming_bytes -= bytes_already_written(dest_dir, plot_id)
         if incoming_bytes <= 0:
-            if handled_key:
-                db.set(handled_key, "")
             return None
         # replace.make_room_for decides (the oldest OG plot by header, one at most, only when the
         # drive lacks room) and raises DriveError, deleting nothing, when one plot is not enough.
@@ -77,6 +72,4 @@ def make_room_for_job(
         if deleted is not None:
             detail = f" for job {job_id}" if job_id else ""
             db.record_replaced(str(deleted), f"replot: room for a {incoming_bytes}-byte plot{detail}")
-        if handled_key:
-            db.set(handled_key, str(deleted) if deleted else "")
         return deleted
