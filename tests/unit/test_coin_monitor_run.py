@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +14,7 @@ from utilities.coin_monitor_run import (
     HarvesterState,
     backoff_decision,
     backoff_interval,
+    cached_log_level_problem,
     check_chia_log_level,
     chia_log_levels,
     derive_events,
@@ -107,6 +109,21 @@ def test_chia_log_levels_and_the_warning(tmp_path: Path) -> None:
     assert "cannot be read" in (check_chia_log_level(path) or "")
     path.write_text("daemon_port: 55400\n")  # no logging section: chia's default is WARNING
     assert "WARNING" in (check_chia_log_level(path) or "")
+
+
+def test_chia_config_is_parsed_again_only_when_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("logging:\n  log_level: INFO\n")
+    with StateDB(tmp_path / "state.sqlite3") as db:
+        assert cached_log_level_problem(path, db) is None
+        before = path.stat()
+        path.write_text("logging:\n  log_level: WARN\n")  # same size, same inode
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert cached_log_level_problem(path, db) is None  # unchanged to a stat: the cached answer
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+        assert "WARN" in (cached_log_level_problem(path, db) or "")
+        path.unlink()
+        assert "was not found" in (cached_log_level_problem(path, db) or "")
 
 
 @pytest.mark.parametrize("when", [datetime(2025, 1, 1), datetime(2025, 6, 30, 23, 59, 59)])
