@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from utilities.durable import fsync_directory
 from utilities.errors import DriveError
 
 FSTYPES = ("xfs", "ext4")
@@ -150,11 +151,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_directory(path.parent)
 
 
 # --- refusal checks --------------------------------------------------------------------------

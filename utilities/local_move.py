@@ -42,6 +42,7 @@ from pathlib import Path
 import xxhash
 
 from utilities import part_files
+from utilities.durable import fsync_directory
 from utilities.errors import PlotManagerError
 from utilities.part_files import SPACE_MARGIN, free_bytes, has_room, part_name
 from utilities.plots import KIND_POOL
@@ -471,11 +472,7 @@ def delete_source(source: Path, identity: SourceIdentity) -> str:
         return f"the source changed after it was copied ({identity} -> {now})"
     os.unlink(source)
     with contextlib.suppress(OSError):
-        dir_fd = part_files.open_directory(source.parent)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(source.parent)
     return ""
 
 

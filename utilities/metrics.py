@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utilities.durable import fsync_directory
 from utilities.snapshot import HarvesterSnapshot, atomic_write_text
 from utilities.state import TransferRecord
 
@@ -255,9 +255,5 @@ def write_textfile(directory: Path, name: str, text: str) -> Path:
     target = directory / f"{name}.prom"
     atomic_write_text(target, text)  # its temporary name does not end in .prom
     with contextlib.suppress(OSError):  # make the rename durable; not every filesystem allows it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(directory)
     return target

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from utilities.durable import fsync_directory
 from utilities.errors import DriveError, PlotFileError
 from utilities.plots import KIND_OG, is_finished_plot_name, read_plot_header
 
@@ -77,10 +78,6 @@ def make_room_for(directory: Path, incoming_bytes: int) -> Path | None:
     if read_plot_header(victim.path).kind != KIND_OG:
         raise DriveError(f"{victim.path} is no longer an OG plot; nothing deleted")
     victim.path.unlink()
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(directory)
     log.warning("replaced old OG plot: deleted %s (%d bytes) to make room for a pool plot", victim.path, victim.size)
     return victim.path
