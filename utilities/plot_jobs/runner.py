@@ -219,8 +219,8 @@ def reconcile(settings: Settings, store: JobStore, notifier: Notifier, now: floa
         if live_process(job.pid, job.create_time) is not None:
             running.append(job)  # alive but not recognisable as a plotter any more (argv rewritten)
             continue
-        state = _ended_state(store, job)
         progress = job_progress(job)
+        state = _ended_state(store, job, progress)
         total = progress.total_seconds or (now - job.started_at)
         if store.end(job.job_id, state, total, now):
             store.set_plot(job.job_id, progress.plot_id, progress.plot_name)
@@ -238,13 +238,12 @@ def _match(known: list[JobRecord], found: PlotterProcess) -> JobRecord | None:
     return None
 
 
-def _ended_state(store: JobStore, job: JobRecord) -> str:
-    """How a job whose process is gone ended: its log says, or else its files do.
+def _ended_state(store: JobStore, job: JobRecord, progress: JobProgress) -> str:
+    """How a job whose process is gone ended: its log (``progress``) says, or else its files do.
 
     An adopted job whose output we never saw (not a file) ended well if it left no temporary
     file behind; a leftover temp file always means it did not.
     """
-    progress = job_progress(job)
     if progress.state == "completed":
         return COMPLETED
     name = progress.plot_name or job.plot_name
