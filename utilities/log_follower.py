@@ -235,30 +235,37 @@ def find_position(state: FollowState, chain: list[LogFile]) -> int | None:
     get it, and the first bytes are shared by every file of the hour. Then we take the oldest
     candidate newer than the last file we know we read (by the timestamp and text of the last
     line we read).
+
+    The strong case looks from the newest file back and stops at the inode: in the usual run
+    (nothing rotated) that is the live file, and the backups' heads are not read at all.
     """
-    candidates = []
-    for index, entry in enumerate(chain):
-        if not entry.compressed and entry.size < state.offset:
-            continue
-        head = _head(entry, state.head_length) if state.head_length else b""
-        if head is not None and _hash(head) == state.head_hash:
-            candidates.append(index)
-    if not candidates:
-        return None
-    if state.head_length < STRONG_HEAD_BYTES:
-        done = _last_file_read(chain, state.last_line)
-        first_allowed = done if state.offset > 0 else done + 1
-        for index in candidates:
-            if index < first_allowed:
+    if state.head_length >= STRONG_HEAD_BYTES:
+        newest = None
+        for index in range(len(chain) - 1, -1, -1):
+            entry = chain[index]
+            if not _is_candidate(entry, state):
                 continue
-            if chain[index].live or _first_stamp(chain[index]) is not None:
-                return index  # (an empty backup holds nothing to resume)
-        return None
-    for index in reversed(candidates):
-        entry = chain[index]
-        if not entry.compressed and (entry.device, entry.inode) == (state.device, state.inode):
-            return index
-    return candidates[-1]
+            if not entry.compressed and (entry.device, entry.inode) == (state.device, state.inode):
+                return index
+            newest = index if newest is None else newest
+        return newest
+    candidates = [index for index, entry in enumerate(chain) if _is_candidate(entry, state)]
+    done = _last_file_read(chain, state.last_line) if candidates else -1
+    first_allowed = done if state.offset > 0 else done + 1
+    for index in candidates:
+        if index < first_allowed:
+            continue
+        if chain[index].live or _first_stamp(chain[index]) is not None:
+            return index  # (an empty backup holds nothing to resume)
+    return None
+
+
+def _is_candidate(entry: LogFile, state: FollowState) -> bool:
+    """Whether ``entry`` starts with the fingerprinted bytes and is not shorter than our offset."""
+    if not entry.compressed and entry.size < state.offset:
+        return False
+    head = _head(entry, state.head_length) if state.head_length else b""
+    return head is not None and _hash(head) == state.head_hash
 
 
 # -- following ---------------------------------------------------------------------------------
