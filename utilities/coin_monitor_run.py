@@ -540,12 +540,15 @@ def check_chia_log_level(config_path: Path) -> str | None:
 
 
 def _config_signature(path: Path) -> list[Any] | None:
-    """What tells whether chia's config changed since it was last read (None: cannot stat it)."""
+    """What tells whether chia's config changed since it was last read (None: cannot stat it).
+
+    ctime too: a chmod that makes an unreadable config readable changes only that.
+    """
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return [str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+    return [str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def cached_log_level_problem(config_path: Path, db: StateDB) -> str | None:

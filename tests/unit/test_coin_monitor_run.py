@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.chia_log_writer import CHIA_1_8, CHIA_2_5_7, ChiaLogWriter
 from utilities.coin_monitor_run import (
+    LOG_LEVEL_CHECKED_KEY,
     HarvesterState,
     backoff_decision,
     backoff_interval,
@@ -116,11 +117,13 @@ def test_chia_config_is_parsed_again_only_when_it_changed(tmp_path: Path) -> Non
     path.write_text("logging:\n  log_level: INFO\n")
     with StateDB(tmp_path / "state.sqlite3") as db:
         assert cached_log_level_problem(path, db) is None
-        before = path.stat()
-        path.write_text("logging:\n  log_level: WARN\n")  # same size, same inode
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-        assert cached_log_level_problem(path, db) is None  # unchanged to a stat: the cached answer
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1))
+        cached = db.get(LOG_LEVEL_CHECKED_KEY)
+        db.set(LOG_LEVEL_CHECKED_KEY, {**cached, "problem": "the cached answer"})
+        assert cached_log_level_problem(path, db) == "the cached answer"  # file unchanged: not parsed
+        path.write_text("logging:\n  log_level: WARN\n")
+        assert "WARN" in (cached_log_level_problem(path, db) or "")
+        db.set(LOG_LEVEL_CHECKED_KEY, {**db.get(LOG_LEVEL_CHECKED_KEY), "problem": "the cached answer"})
+        os.chmod(path, 0o600)  # metadata only (ctime): checked again
         assert "WARN" in (cached_log_level_problem(path, db) or "")
         path.unlink()
         assert "was not found" in (cached_log_level_problem(path, db) or "")
