@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,15 +257,3 @@ def _signal_all(pgid: int, members: Sequence[psutil.Process], group: bool, sig: 
             member.send_signal(sig)
         except psutil.NoSuchProcess:
             continue
-
-
-def iter_children_reaped(children: dict[int, object]) -> Iterator[int]:
-    """Reap finished children of this process (``--loop``), so they do not linger as zombies."""
-    for pid in list(children):
-        try:
-            done, _status = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            children.pop(pid, None)
-            yield pid
