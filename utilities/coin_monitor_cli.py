@@ -11,13 +11,12 @@ from typing import Any
 from utilities.coin_monitor_run import (
     coin_totals,
     ensure_schema,
-    expand,
     load_harvester,
     run_monitor,
     warn_about_log_level,
     xch,
 )
-from utilities.config import Settings
+from utilities.config import Settings, expand_path
 from utilities.errors import UsageError
 from utilities.farm_log import recent_records
 from utilities.locking import exclusive_lock
@@ -45,7 +44,7 @@ def farm_log(args: argparse.Namespace, settings: Settings) -> int:
     limit = args.lines if args.lines is not None else 50
     if limit < 1:
         raise UsageError("--lines must be 1 or more")
-    log_path = expand(settings.farmer.chia_log)
+    log_path = expand_path(settings.farmer.chia_log)
     if not log_path.exists():
         raise UsageError(f"chia's log {log_path} does not exist (farmer.chia_log)")
     records = recent_records(log_path, args.farm_log, limit)
@@ -65,7 +64,7 @@ def summary_data(settings: Settings, db: StateDB, last: int) -> dict[str, Any]:
     rows = db.query(
         "SELECT stamp, kind, detail, status FROM farm_events ORDER BY happened_at DESC, id DESC LIMIT ?", (last,)
     )
-    log_path = expand(settings.farmer.chia_log)
+    log_path = expand_path(settings.farmer.chia_log)
     state = load_state(db, log_path)
     harvester = load_harvester(db)
     return {

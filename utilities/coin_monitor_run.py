@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from utilities.chia_log import HarvesterCheck
+from utilities.config import expand_path
 from utilities.farm_events import (
     BlockFarmed,
     CoinReceived,
@@ -298,7 +299,7 @@ def run_monitor(
     """Follow the log, record, notify. The caller holds the run lock."""
     ensure_schema(db)
     outcome = RunOutcome()
-    log_path = expand(settings.chia_log)
+    log_path = expand_path(settings.chia_log)
     outcome.log_level_warning = warn_about_log_level(settings, db, now())
     harvester = load_harvester(db)
     state = load_state(db, log_path)
@@ -341,10 +342,6 @@ def prune_conditions(db: StateDB, now: float) -> None:
             f"DELETE FROM farm_events WHERE kind IN ({marks}) AND status != 'pending' AND happened_at < ?",
             (*CONDITION_EVENTS, now - CONDITION_KEEP_SECONDS),
         )
-
-
-def expand(path: Path) -> Path:
-    return Path(os.path.expanduser(str(path))).absolute()
 
 
 # -- notifications -----------------------------------------------------------------------------
@@ -569,7 +566,7 @@ def cached_log_level_problem(config_path: Path, db: StateDB) -> str | None:
 
 def warn_about_log_level(settings: FarmerSettings, db: StateDB, now: float, force: bool = False) -> str | None:
     """Warn (stderr and log) about chia's log level: always on a terminal, from cron once a day."""
-    problem = cached_log_level_problem(expand(settings.chia_config), db)
+    problem = cached_log_level_problem(expand_path(settings.chia_config), db)
     if problem is None:
         if db.get(LOG_LEVEL_WARNED_KEY) is not None:
             db.set(LOG_LEVEL_WARNED_KEY, None)

@@ -227,16 +227,16 @@ class Settings(_Section):
 
     @property
     def state_path(self) -> Path:
-        return _expand(self.state_dir)
+        return expand_path(self.state_dir)
 
     @property
     def log_dir(self) -> Path:
-        return _expand(self.log.directory) if self.log.directory else self.state_path / "logs"
+        return expand_path(self.log.directory) if self.log.directory else self.state_path / "logs"
 
     @property
     def export_path(self) -> Path:
         configured = self.harvester.export_file
-        return _expand(configured) if configured else self.state_path / "export" / "harvester.json"
+        return expand_path(configured) if configured else self.state_path / "export" / "harvester.json"
 
     @property
     def database_path(self) -> Path:
@@ -244,7 +244,7 @@ class Settings(_Section):
 
     @property
     def chia_log_path(self) -> Path:
-        return _expand(self.harvester.chia_log)
+        return expand_path(self.harvester.chia_log)
 
     def smart_device(self, name: str, mountpoint: str, device: str) -> str:
         """The disk SMART should read for a drive: a configured override, else its device."""
@@ -253,10 +253,10 @@ class Settings(_Section):
 
     @property
     def receive_script_path(self) -> Path:
-        return _expand(self.harvester.receive_script)
+        return expand_path(self.harvester.receive_script)
 
 
-def _expand(path: Path) -> Path:
+def expand_path(path: Path) -> Path:
     return Path(os.path.expanduser(str(path))).absolute()
 
 
@@ -264,7 +264,7 @@ def resolve_config_path(cli_path: str | None, environ: dict[str, str] | None = N
     """``--config`` wins, then ``$PLOT_MANAGER_CONFIG``, then the default location."""
     env = os.environ if environ is None else environ
     chosen = cli_path or env.get(CONFIG_ENV) or str(DEFAULT_CONFIG)
-    return _expand(Path(chosen))
+    return expand_path(Path(chosen))
 
 
 def read_config_text(path: Path) -> dict[str, Any]:
