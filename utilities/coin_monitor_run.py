@@ -47,7 +47,7 @@ from utilities.farm_events import (
 )
 from utilities.farmer_settings import MOJOS_PER_XCH, FarmerSettings
 from utilities.log_follower import SCHEMA as FOLLOW_SCHEMA
-from utilities.log_follower import Batch, FollowReport, follow, load_state, save_state
+from utilities.log_follower import Batch, FollowReport, follow, load_state, log_chain, save_state
 from utilities.notify import Notification, Notifier
 from utilities.state import StateDB
 
@@ -303,7 +303,7 @@ def run_monitor(
     outcome.log_level_warning = warn_about_log_level(settings, db, now())
     harvester = load_harvester(db)
     state = load_state(db, log_path)
-    missing = not log_path.exists() and not log_path.with_name(log_path.name + ".1").exists()
+    missing = not log_chain(log_path)  # the live file or any backup (.N, .N.gz) will do
     if db.alert_transition("coin_monitor.no_chia_log", missing, str(log_path)):
         log.warning("chia's log %s does not exist (farmer.chia_log): nothing to follow until it does", log_path)
     for batch in follow(log_path, state, settings.start_at, outcome.report):

@@ -7,6 +7,7 @@ Every coin and every block must be reported exactly once.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -417,3 +418,16 @@ def test_events_without_a_notification_method_are_recorded_quietly(tmp_path: Pat
         ("coin_received", "quiet"), ("block_farmed", "notified")
     ]
     assert summary["coins"] == 1 and summary["total_xch"] == "2"
+
+
+def test_missing_log_is_told_once_and_a_gzipped_backup_alone_is_not_missing(tmp_path: Path, smtp: SMTPTestServer) -> None:
+    farm = Farm(tmp_path, smtp.port)
+    first, second = _ok(farm.run()), _ok(farm.run())
+    assert "does not exist" in first.stderr and "does not exist" not in second.stderr  # told once
+    gzipped = farm.log.with_name("debug.log.1.gz")
+    with gzip.open(gzipped, "wt") as handle:  # chia rotated with log_use_gzip and has not logged since
+        handle.write("2026-11-23T05:00:00.000 harvester chia.harvester.harvester: INFO     hello\n")
+    fresh = Farm(tmp_path / "other", smtp.port)
+    fresh.log.parent.mkdir(parents=True, exist_ok=True)
+    gzipped.rename(fresh.log.with_name("debug.log.1.gz"))
+    assert "does not exist" not in _ok(fresh.run()).stderr
