@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,6 +58,32 @@ def _throttle(farm: E2EFarm, name: str, rate: str = "8mbit") -> None:
 
 def _unthrottle(farm: E2EFarm, name: str) -> None:
     subprocess.run(["tc", "qdisc", "del", "dev", farm.net.host(name).veth_host_side, "root"], check=False)
+
+
+@contextlib.contextmanager
+def _slow_send(farm: E2EFarm, name: str = "chianas02") -> Iterator[subprocess.Popen[str]]:
+    """A plotter run over a throttled link to ``name``, so the test can act mid-stream.
+
+    Whatever the test does or fails on, the run is killed if still going and the link restored.
+    """
+    _throttle(farm, name)
+    try:
+        sender = farm.plotter.popen()
+        try:
+            yield sender
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.wait()
+    finally:
+        _unthrottle(farm, name)
+
+
+def _next_run_delivers(farm: E2EFarm, plots: dict[str, str], name: str = "chianas02") -> None:
+    """The next plotter run succeeds and the harvester holds exactly these plots, intact."""
+    again = farm.plotter.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p.name: file_hash(p) for p in farm.harvesters[name].plots()} == plots
 
 
 def test_plots_go_to_the_harvester_with_most_room_intact(farm: E2EFarm, tmp_path: Path) -> None:
@@ -127,69 +154,47 @@ def test_names_with_shell_characters_never_reach_a_shell(farm: E2EFarm, tmp_path
 
 def test_receiver_killed_mid_stream_keeps_source_and_next_run_completes(farm: E2EFarm) -> None:
     plots = _make_plots(farm, ["pool"])
-    _throttle(farm, "chianas02")
-    sender = farm.plotter.popen()
-    try:
+    with _slow_send(farm) as sender:
         _wait_for(lambda: farm.harvesters["chianas02"].leftovers() and farm.receivers("chianas02"), 60, "the stream to start")
         for pid in farm.receivers("chianas02"):
             os.kill(pid, signal.SIGKILL)
         out, err = sender.communicate(timeout=120)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.wait()
     assert sender.returncode == 1, out + err
     assert "FAILED" in out
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
     assert farm.harvesters["chianas02"].plots() == []
-    _unthrottle(farm, "chianas02")
-    again = farm.plotter.run()
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    _next_run_delivers(farm, plots)
     assert farm.harvesters["chianas02"].leftovers() == []
 
 
 def test_link_down_mid_stream_times_out_and_next_run_completes(farm: E2EFarm) -> None:
     plots = _make_plots(farm, ["og"])
-    _throttle(farm, "chianas02")
-    sender = farm.plotter.popen()
-    try:
-        _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
-        farm.net.link_down("chianas02")
-        out, err = sender.communicate(timeout=180)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.wait()
-        farm.net.link_up("chianas02")
-        _unthrottle(farm, "chianas02")
+    with _slow_send(farm) as sender:
+        try:
+            _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
+            farm.net.link_down("chianas02")
+            out, err = sender.communicate(timeout=180)
+        finally:
+            farm.net.link_up("chianas02")
     assert sender.returncode == 1, out + err
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
     assert farm.harvesters["chianas02"].plots() == []
     _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to give up")
-    again = farm.plotter.run()
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    _next_run_delivers(farm, plots)
     assert farm.harvesters["chianas02"].leftovers() == []
 
 
 def test_plotter_killed_mid_stream_leaves_nothing_and_no_stuck_lock(farm: E2EFarm) -> None:
     plots = _make_plots(farm, ["pool"])
-    _throttle(farm, "chianas02")
-    sender = farm.plotter.popen()
-    try:
+    with _slow_send(farm) as sender:
         _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
         sender.kill()
         sender.wait()
-    finally:
-        _unthrottle(farm, "chianas02")
     _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to notice the plotter died")
     assert farm.harvesters["chianas02"].plots() == []
     assert farm.harvesters["chianas02"].leftovers() == []
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
-    again = farm.plotter.run()
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    _next_run_delivers(farm, plots)
 
 
 def test_byte_flipped_on_the_wire_is_caught_and_next_run_completes(farm: E2EFarm) -> None:
@@ -209,9 +214,7 @@ def test_byte_flipped_on_the_wire_is_caught_and_next_run_completes(farm: E2EFarm
     assert farm.harvesters["chianas02"].plots() == [] and farm.harvesters["chianas02"].leftovers() == []
     del target["data_host"]
     farm.plotter.write_config()
-    again = farm.plotter.run()
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert {p.name: file_hash(p) for p in farm.harvesters["chianas02"].plots()} == plots
+    _next_run_delivers(farm, plots)
 
 
 def test_drive_filling_up_mid_stream_does_not_break_the_transfer(farm: E2EFarm) -> None:
@@ -220,17 +223,10 @@ def test_drive_filling_up_mid_stream_does_not_break_the_transfer(farm: E2EFarm) 
     harvester = farm.harvesters["chianas02"]
     receive_dir = Path(farm.export("chianas02")["receive_dir"])
     drive = next(d for d in harvester.drives.drives if d.mountpoint == receive_dir)
-    _throttle(farm, "chianas02")
-    sender = farm.plotter.popen()
-    try:
+    with _slow_send(farm) as sender:
         _wait_for(lambda: harvester.leftovers(), 60, "the stream to start")
         harvester.drives.fill(drive, 0)  # everything else on the drive is now taken
         out, err = sender.communicate(timeout=120)
-    finally:
-        if sender.poll() is None:
-            sender.kill()
-            sender.wait()
-        _unthrottle(farm, "chianas02")
     assert sender.returncode == 0, out + err
     assert {p.name: file_hash(p) for p in harvester.plots()} == plots
     assert harvester.leftovers() == []
@@ -248,9 +244,7 @@ def test_full_drive_refuses_before_streaming_and_the_plot_goes_later(farm: E2EFa
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
     assert harvester.plots() == [] and harvester.leftovers() == []
     farm.harvester_pass("chianas02")  # the harvester's next minute moves on to another drive
-    again = farm.plotter.run()
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert {p.name: file_hash(p) for p in harvester.plots()} == plots
+    _next_run_delivers(farm, plots)
 
 
 def test_plots_waiting_for_room_warn_once_not_every_run(farm: E2EFarm) -> None:
