@@ -38,6 +38,7 @@ import yaml
 
 from utilities.durable import fsync_directory
 from utilities.errors import DriveError
+from utilities.reports import binary_size
 
 FSTYPES = ("xfs", "ext4")
 
@@ -99,15 +100,6 @@ def _partitions(device: str) -> list[str]:
         return sorted(p.name for p in base.iterdir() if (p / "partition").is_file())
     except OSError:
         return []
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
 
 
 def _size_bytes(device: str) -> int:
@@ -457,7 +449,7 @@ def prepare_drive(
         except DriveError as exc:
             raise DriveError(f"{device}: refusing before erasing: {exc}") from exc
 
-    size = _human(_size_bytes(real))
+    size = binary_size(_size_bytes(real))
     prompt = (
         f"This will ERASE {device} ({size}): new GPT partition table, {fstype} filesystem, "
         f"mounted at {mountpoint}. Type yes to continue"

@@ -54,6 +54,16 @@ def format_size(num_bytes: int) -> str:
     return f"{value:.1f}P"
 
 
+def binary_size(num_bytes: float) -> str:
+    """Sizes in messages and tables people read: "512 B", "1.5 GiB", "3.2 TiB"."""
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
 def plot_size_label(setting: str | int) -> str:
     """How reports name the capacity unit: "k32", "k32-c5", or the configured byte size."""
     return setting if isinstance(setting, str) and not setting.isdigit() else format_size(int(setting))

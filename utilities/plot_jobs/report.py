@@ -14,6 +14,7 @@ from typing import Any
 from tabulate import tabulate
 
 from utilities.plot_jobs.store import JobRecord
+from utilities.reports import binary_size
 
 HEADERS = ("job", "host", "pid", "program", "phase", "temp", "dest", "elapsed", "temp used", "cpu %", "memory")
 
@@ -34,12 +35,7 @@ def phase_text(row: Mapping[str, Any]) -> str:
 def human_bytes(value: Any) -> str:
     if value is None:
         return "-"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
+    return binary_size(float(value))
 
 
 def human_duration(seconds: Any) -> str:
