@@ -36,3 +36,18 @@ def test_finished_plots_oldest_first_and_skips_unfinished(tmp_path: Path) -> Non
         ready, skipped = finished_plots([str(tmp_path)])
     assert [p.path for p in ready] == [older]
     assert any("open for writing" in line for line in skipped)
+
+
+def test_a_plot_being_written_is_held_back_through_a_symlinked_directory(tmp_path: Path) -> None:
+    """/proc shows the writer's real path; a plot directory reached through a symlink must still match it."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    plot = copy_plot("pool", real)
+    with open(plot, "r+b"):
+        ready, skipped = finished_plots([str(link)])
+    assert ready == []
+    assert any("open for writing" in line for line in skipped)
+    ready, _ = finished_plots([str(link)])
+    assert [p.path.name for p in ready] == [plot.name]
