@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from utilities.config import Settings
+from utilities.config import Settings, expand_path
 from utilities.errors import PlotManagerError
 from utilities.notify import Notification, Notifier
 from utilities.plot_job_settings import PlotJobSettings
@@ -119,7 +119,7 @@ def job_progress(job: JobRecord) -> JobProgress:
 
 def log_directory(settings: Settings) -> Path:
     configured = settings.plotter.jobs.log_directory
-    return Path(os.path.expanduser(str(configured))) if configured else settings.state_path / "plot_jobs"
+    return expand_path(configured) if configured else settings.state_path / "plot_jobs"
 
 
 def start_job(settings: Settings, store: JobStore, decision: StartDecision, now: float) -> JobRecord:
