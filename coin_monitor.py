@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utilities.cli import add_common_arguments, run_role  # noqa: E402
+from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
 from utilities.coin_monitor_cli import run_coin_monitor  # noqa: E402
 from utilities.farm_log import KINDS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RoleParser(
         prog="coin_monitor.py",
         description="Farmer coin and farm monitor. With no action flag: the cron pass (read chia's new "
         "log lines, record coins, blocks and farm problems once, notify).",

@@ -14,12 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utilities.cli import add_common_arguments, run_role  # noqa: E402
+from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
 from utilities.harvester_cli import run_drive_manager  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RoleParser(
         prog="drive_manager.py",
         description="Harvester plot drive manager. With no action flag: the cron pass (discover "
         "drives, choose the receive drive, rewrite receive_plot.sh, write the export, alert).",

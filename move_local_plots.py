@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utilities.cli import add_common_arguments, run_role  # noqa: E402
+from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
 from utilities.local_move_run import run_move_local_plots  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RoleParser(
         prog="move_local_plots.py",
         description="Move finished local plots (harvester.local_moves.plot_directories) onto the plot drive "
         "drive_manager.py reserved for them, and alert on full temp/output directories.",

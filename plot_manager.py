@@ -16,12 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from utilities.cli import add_common_arguments, run_role  # noqa: E402
+from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
 from utilities.plotter_cli import run_plot_manager  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = RoleParser(
         prog="plot_manager.py",
         description="Plotter: move finished plots to the harvester with the most room, verified "
         "end to end (xxh3-128 on both sides), deleting a source only after the harvester confirmed it.",
