@@ -23,7 +23,7 @@ import psutil
 from natsort import natsorted
 
 from utilities.config import DriveDiscoverySettings
-from utilities.errors import DriveError, PlotFileError
+from utilities.errors import DriveError, PlotFileError, UsageError
 from utilities.plots import is_finished_plot_name, read_plot_header
 from utilities.state import CachedHeader
 
@@ -245,7 +245,13 @@ def choose_local_receive_target(
 
 
 def find_drive(drives: Sequence[DriveLocation], wanted: str) -> DriveLocation:
-    """Resolve the user's drive argument (short name or mountpoint) or raise DriveError."""
+    """Resolve the user's drive argument (short name or mountpoint) or raise DriveError.
+
+    A blank name is refused before matching: stripped of its slashes, a drive mounted at ``/``
+    would otherwise match it, and ``-off ''`` would take that drive offline.
+    """
+    if not wanted.strip():
+        raise UsageError("a drive name must not be empty")
     cleaned = wanted.rstrip("/") or wanted
     for drive in drives:
         if cleaned in (drive.name, drive.mountpoint.rstrip("/"), os.path.basename(drive.mountpoint)):
