@@ -130,12 +130,10 @@ def offline_drive(args: argparse.Namespace, settings: Settings, config_path: Pat
 
 def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path, db: StateDB) -> int:
     offline = db.offline_drives()
-    if not offline:
-        raise DriveError("no drive is offline, so there is nothing to put online")
     wanted = args.online_hdd.rstrip("/")
     name = next((n for n, mp in offline.items() if wanted in (n, mp.rstrip("/"))), None)
-    if name is None:
-        raise DriveError(f"drive {args.online_hdd!r} is not offline (offline drives: {', '.join(offline)})")
+    if name is None:  # named, whether or not any drive is offline: the farmer sees which one
+        raise DriveError(f"drive {args.online_hdd!r} is not offline (offline drives: {', '.join(offline) or 'none'})")
     db.set_online(name)
     print(f"{name} ({offline[name]}) is back online")
     cron_pass(settings, config_path, db, wait=True)
