@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utilities.config import HarvesterTarget, Settings
-from utilities.errors import LockBusy, PlotFileError, PlotManagerError
+from utilities.errors import ConfigError, LockBusy, PlotFileError, UsageError
 from utilities.farm import choose_harvester, usable_reason
 from utilities.farm_remote import fetch_exports
 from utilities.locking import exclusive_lock
@@ -270,6 +270,16 @@ def select_plots(settings: Settings, only_path: Path | None, outcome: PlotterOut
     return plots
 
 
+def check_targets(settings: Settings, only_harvester: str | None) -> None:
+    """Before any plot is looked at: is there anywhere to send to? These are mistakes in the
+    config (exit 2) or in --to (exit 2), not failed transfers (exit 1, "try again next run")."""
+    if not settings.farm.harvesters:
+        raise ConfigError("farm.harvesters is empty: configure at least one harvester to send plots to")
+    if only_harvester is not None and only_harvester not in {h.name for h in settings.farm.harvesters}:
+        known = ", ".join(h.name for h in settings.farm.harvesters)
+        raise UsageError(f"--to: {only_harvester!r} is not a harvester in farm.harvesters ({known})")
+
+
 def run_plotter_pass(
     settings: Settings,
     db: StateDB,
@@ -281,10 +291,7 @@ def run_plotter_pass(
     progress: ProgressFactory | None = None,
 ) -> PlotterOutcome:
     outcome = PlotterOutcome()
-    if only_harvester is not None and only_harvester not in {h.name for h in settings.farm.harvesters}:
-        raise PlotManagerError(f"--to: {only_harvester!r} is not a harvester in farm.harvesters")
-    if not settings.farm.harvesters:
-        raise PlotManagerError("farm.harvesters is empty: configure at least one harvester to send plots to")
+    check_targets(settings, only_harvester)
     plots = select_plots(settings, only_path, outcome)
     if not plots:
         log.debug("no finished plots")

@@ -121,12 +121,13 @@ def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: 
         if args.history:
             return history(args, db)
         notifier = Notifier(settings.notifications)
-        jobs_outcome = None
         if settings.plotter.jobs.enabled and not args.send and not args.dry_run:
-            jobs_outcome = jobs_pass_locked(settings, db, notifier)
-        if jobs_outcome is not None and not settings.farm.harvesters:
-            log.info("farm.harvesters is empty: plot jobs only, no transfers")
-            return 0
+            jobs_pass_locked(settings, db, notifier)
+            # A plotter that only plots (its plots leave some other way) is a valid config,
+            # also while another run holds the scheduling lock.
+            if not settings.farm.harvesters:
+                log.info("farm.harvesters is empty: plot jobs only, no transfers")
+                return 0
         # Imported here: the transfer machinery (paramiko, netcat streams) is not needed by the
         # plot job flags, which --loop and remote --jobs calls run often.
         from utilities.metrics import plotter_metrics, write_textfile
