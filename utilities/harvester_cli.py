@@ -133,7 +133,8 @@ def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path
     wanted = args.online_hdd.rstrip("/")
     name = next((n for n, mp in offline.items() if wanted in (n, mp.rstrip("/"))), None)
     if name is None:  # named, whether or not any drive is offline: the farmer sees which one
-        raise DriveError(f"drive {args.online_hdd!r} is not offline (offline drives: {', '.join(offline) or 'none'})")
+        others = f"offline drives: {', '.join(offline)}" if offline else "no drive is offline"
+        raise DriveError(f"drive {args.online_hdd!r} is not offline ({others})")
     db.set_online(name)
     print(f"{name} ({offline[name]}) is back online")
     cron_pass(settings, config_path, db, wait=True)
