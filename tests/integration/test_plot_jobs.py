@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,19 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.plot_job_env import CONTRACT, FARMER_KEY, JobsFarm, alive, files_with, wait_until
+from tests.support.plot_job_env import (
+    CONTRACT,
+    CREATE_TIME_RESOLUTION,
+    FARMER_KEY,
+    JobsFarm,
+    alive,
+    files_with,
+    process_clock,
+    wait_until,
+    wall_to_process_clock,
+)
 from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE
 from utilities.plots import is_finished_plot_name
 
 
@@ -42,7 +52,7 @@ def mail() -> Iterator[SMTPTestServer]:
 
 def _email_to(server: SMTPTestServer, *events: str) -> dict[str, Any]:
     return {"email": {"enabled": True, "smtp_host": server.host, "smtp_port": server.port, "to": ["farmer@example.org"],
-                      "timeout_seconds": 5},
+                      "timeout_seconds": CHANNEL_TIMEOUT},
             "events": {event: ["email"] for event in events}}
 
 
@@ -67,12 +77,12 @@ def test_limits_and_start_early_hold_in_real_starts(farm: JobsFarm) -> None:
     # (A no longer counts there), not on t2 (B is in phase 1 there, whose phase-1 limit is 1).
     farm.open_gate(a_pid, 2)
     wait_until("job A held before phase 3", lambda: farm.held_at(a_pid, 3))
-    gate_opened = time.time()
+    a_moved_on = process_clock()  # the clock create_time() reads, not time.time()
     third = farm.run("--start-jobs")
     assert third.returncode == 0, third.stderr
     records = farm.records()
     assert len(records) == 3 and records[2][4] == str(farm.temps[0])
-    assert records[2][2] >= gate_opened - 0.5  # the process really started only after A moved on
+    assert records[2][2] >= a_moved_on - CREATE_TIME_RESOLUTION  # the process really started only after A moved on
     assert "max_jobs reached (2 of 2)" in third.stdout or "started job" in third.stdout
     assert len(farm.records()) == 3 and farm.run("--start-jobs").stdout.startswith("no job started: max_jobs")
 
@@ -95,14 +105,18 @@ def test_stagger_holds_and_killing_the_loop_leaves_jobs_running(farm: JobsFarm) 
         records = wait_until("three jobs started by --loop", lambda: len(farm.records()) >= 3 and farm.records())
     finally:
         loop.send_signal(signal.SIGKILL)
-        loop.wait(10)
+        loop.wait(DEADLINE)
         assert loop.stderr is not None
         loop.stderr.close()
-    starts = [r[3] for r in records]
-    created = [r[2] for r in records]
+    starts = [r[3] for r in records]  # time.time() of each start decision
+    created = [r[2] for r in records]  # psutil create_time() of each process
     gap = stagger_minutes * 60
     assert all(b - a >= gap for a, b in zip(starts, starts[1:], strict=False)), starts
-    assert all(b - a >= gap - 0.1 for a, b in zip(created, created[1:], strict=False)), created
+    # Each process itself started at least the stagger after the previous start decision, both
+    # on psutil's clock (time.time() is up to 1 s apart from it; 1 ms for moving onto it).
+    decided = [wall_to_process_clock(s) for s in starts]
+    slack = CREATE_TIME_RESOLUTION + 0.001
+    assert all(c - d >= gap - slack for d, c in zip(decided, created[1:], strict=False)), (decided, created)
     assert len(records) == 3  # max_jobs held
 
     # The manager was SIGKILLed: the jobs (own sessions) still run, and the next run finds them.
@@ -146,7 +160,7 @@ def test_adopts_a_job_it_did_not_start_and_stop_removes_only_its_files(farm: Job
     stop = farm.run("--stop", str(stranger.pid))
     assert stop.returncode == 0, stop.stderr
     assert "stopped" in stop.stdout
-    assert stranger.wait(10) == -signal.SIGTERM
+    assert stranger.wait(DEADLINE) == -signal.SIGTERM
     assert files_with(farm.temps[0], adopted["plot_id"]) == []
     assert files_with(farm.out, adopted["plot_id"]) == []
     assert files_with(farm.temps[0], neighbour["plot_id"]) == before  # the other jobs' files are untouched

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ import psutil
 import yaml
 
 from tests.support.fake_plotter import encode_puzzle_hash, install_fake_plotters
+from tests.support.waiting import DEADLINE, wait_until
+from utilities.plot_jobs.processes import CREATE_TIME_TOLERANCE
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -26,16 +27,32 @@ FARMER_KEY = "8" * 96
 CONTRACT = encode_puzzle_hash(bytes(range(32)))
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
+#: ``create_time()`` counts in clock ticks: a process started at t reads as up to one tick before t.
+CREATE_TIME_RESOLUTION = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def process_clock() -> float:
+    """Now, on the clock psutil's ``create_time()`` reads.
+
+    On Linux ``create_time()`` is /proc/stat's ``btime`` (the wall clock at boot, truncated to
+    whole seconds) plus the process's start counted in CLOCK_BOOTTIME.  ``time.time()`` runs a
+    fixed 0..1 s (per boot) ahead of that, so a ``create_time()`` is compared with this, never
+    with ``time.time()``.
+    """
+    return psutil.boot_time() + time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def wall_to_process_clock(wall: float) -> float:
+    """A ``time.time()`` value (e.g. a recorded ``started_at``) moved onto ``process_clock()``."""
+    for _ in range(100):  # both clocks read back to back; retried if preempted in between
+        before = time.clock_gettime(time.CLOCK_BOOTTIME)
+        now = time.time()
+        after = time.clock_gettime(time.CLOCK_BOOTTIME)
+        if after - before < 1e-4:
+            break
+    offset = now - (psutil.boot_time() + (before + after) / 2)
+    assert -0.001 <= offset < 1.001, f"time.time() is {offset:.3f} s from psutil's clock, expected 0..1 s"
+    return wall - offset
 
 
 class JobsFarm:
@@ -78,7 +95,8 @@ class JobsFarm:
         return [PYTHON, str(REPO / "plot_manager.py"), "--config", str(self.config_path), *args]
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=60, env=env or self.env)
+        return subprocess.run(self.command(*args), capture_output=True, text=True, timeout=DEADLINE,
+                              env=env or self.env)
 
     def jobs(self) -> list[dict[str, Any]]:
         proc = self.run("--jobs", "--json")
@@ -114,21 +132,23 @@ class JobsFarm:
         for pid, created in targets:
             try:
                 proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) > 0.5:
+                if abs(proc.create_time() - created) > CREATE_TIME_TOLERANCE:
                     continue
                 if os.getpgid(pid) == pid:
                     os.killpg(pid, signal.SIGKILL)
                 else:
                     proc.kill()
-                wait_until(f"pid {pid} to end", lambda pid=pid, created=created: not alive(pid, created), 10)
+                wait_until(f"pid {pid} to end", lambda pid=pid, created=created: not alive(pid, created))
             except (psutil.NoSuchProcess, ProcessLookupError):
                 continue
 
 
 def alive(pid: int, created: float) -> bool:
+    """``pid`` still runs and is the process started at ``created`` (a psutil ``create_time()``,
+    as recorded: compared with psutil's own reading, never with ``time.time()``)."""
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - created) <= 0.5 and proc.status() != psutil.STATUS_ZOMBIE
+        return abs(proc.create_time() - created) <= CREATE_TIME_TOLERANCE and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
