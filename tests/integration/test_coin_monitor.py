@@ -33,12 +33,11 @@ from tests.support.chia_log_writer import (
     ChiaLogWriter,
 )
 from tests.support.smtp_server import ReceivedMail, SMTPTestServer, smtp_server
+from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE
 from utilities.coin_monitor_run import run_monitor
 from utilities.config import validate_config
 from utilities.notify import Notifier
 from utilities.state import StateDB
-
-pytestmark = pytest.mark.timeout(120)
 
 REPO = Path(__file__).resolve().parents[2]
 MONITOR_EVENTS = ["coin_received", "block_farmed", "pool_error", "slow_lookup", "plot_count_dropped",
@@ -73,7 +72,7 @@ class Farm:
             "state_dir": str(self.state_dir),
             "notifications": {
                 "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
-                          "from_address": "farm@farm.test", "to": ["farmer@farm.test"], "timeout_seconds": 5},
+                          "from_address": "farm@farm.test", "to": ["farmer@farm.test"], "timeout_seconds": CHANNEL_TIMEOUT},
                 "events": {event: ["email"] for event in MONITOR_EVENTS},
             },
             "farmer": {"chia_log": str(self.log), "chia_config": str(self.chia_config), "start_at": "beginning",
@@ -92,7 +91,7 @@ class Farm:
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(REPO / "coin_monitor.py"), "--config", str(self.config), *args],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True, text=True, timeout=DEADLINE,
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
@@ -240,24 +239,21 @@ def test_a_run_killed_while_notifying_loses_nothing_and_overlapping_runs_wait(
     silent = _SilentSMTP()
     process: subprocess.Popen[str] | None = None
     try:
-        farm = Farm(tmp_path, silent.port)
-        farm.data["notifications"]["email"]["timeout_seconds"] = 60
-        farm.write_config()
+        farm = Farm(tmp_path, silent.port)  # its first mail hangs (up to CHANNEL_TIMEOUT) until it is killed
         writer = ChiaLogWriter(farm.log, CHIA_2_5_7)
         coins = [writer.coin(seed, (seed + 1) * XCH) for seed in range(3)]
         block = writer.block(9)
         process = farm.start()
-        assert silent.accepted.wait(30), "the run never tried to send its first mail"
+        assert silent.accepted.wait(DEADLINE), "the run never tried to send its first mail"
         # The first run holds the lock while it hangs in SMTP: an overlapping cron run leaves
         # at once and reads nothing.
         overlapping = _ok(farm.run())
         assert overlapping.stderr == ""
         os.kill(process.pid, signal.SIGKILL)
-        process.wait(30)
+        process.wait(DEADLINE)
         process = None
         # Everything it read is recorded and still pending: the next run sends it, once.
         farm.data["notifications"]["email"]["smtp_port"] = smtp.port
-        farm.data["notifications"]["email"]["timeout_seconds"] = 5
         farm.write_config()
         _ok(farm.run())
         _ok(farm.run())
@@ -269,7 +265,7 @@ def test_a_run_killed_while_notifying_loses_nothing_and_overlapping_runs_wait(
     finally:
         if process is not None:
             process.kill()
-            process.wait(30)
+            process.wait(DEADLINE)
         silent.close()
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from tests.support.plotmaker import copy_plot
 from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.waiting import CHANNEL_TIMEOUT
 from utilities.config import Settings, validate_config
 from utilities.notify import Notifier
 from utilities.plot_jobs.progress import parse_progress
@@ -91,7 +92,7 @@ def _summary_case(tmp_path: Path, server: SMTPTestServer) -> None:
         "state_dir": str(tmp_path / "state"), "hostname": "plotter1",
         "plotter": {"jobs": {"summary_hours": 6}},
         "notifications": {"email": {"enabled": True, "smtp_host": server.host, "smtp_port": server.port,
-                                    "to": ["farmer@example.org"], "timeout_seconds": 5},
+                                    "to": ["farmer@example.org"], "timeout_seconds": CHANNEL_TIMEOUT},
                           "events": {"plot_job_summary": ["email"]}},
     })
     notifier = Notifier(settings.notifications)

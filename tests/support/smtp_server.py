@@ -32,6 +32,8 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.support.waiting import DEADLINE
+
 HOST = "127.0.0.1"
 
 
@@ -78,7 +80,7 @@ class SMTPTestServer:
         with self._handler.condition:
             return list(self._handler.received)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMail]:
+    def wait_for(self, count: int, timeout: float = DEADLINE) -> list[ReceivedMail]:
         """Block until at least ``count`` messages arrived; fail the test after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._handler.condition:
@@ -129,7 +131,7 @@ def smtp_server(credentials: tuple[str, str] | None = None) -> Iterator[SMTPTest
     last_error: Exception | None = None
     for _attempt in range(5):
         port = free_port()
-        controller = Controller(handler, hostname=HOST, port=port, ready_timeout=10.0, **extra)
+        controller = Controller(handler, hostname=HOST, port=port, ready_timeout=DEADLINE, **extra)
         try:
             controller.start()
         except Exception as exc:  # port taken in the meantime: try another
