@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from tests.support.hashing import xxh3
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plotmaker import cached_plot, copy_plot
 from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.waiting import DEADLINE, wait_until
 from utilities.config import load_settings
 from utilities.local_move_run import run_local_moves
 from utilities.notify import Notifier
@@ -45,6 +45,11 @@ ENCLOSURE = [
     "enclosure0/front/column0/drive1",
     "enclosure0/front/column1/drive2",
 ]
+
+
+# A throttled copy of a k=18 plot (about 4 MB) takes 8 s: a test acting once a quarter is
+# copied has 6 s to do it, however busy the machine.
+SLOW_MB_PER_SECOND = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +75,7 @@ class LocalFarm:
     def move(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(REPO / "move_local_plots.py"), "--config", str(self.harvester.config_path), *args],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=DEADLINE,
         )
 
     def popen_move(self) -> subprocess.Popen[str]:
@@ -85,14 +90,14 @@ class LocalFarm:
         running when the block ends (a failed assertion included)."""
         proc = self.popen_move()
         try:
-            _wait_until(lambda: f"{plot.name}: copy 25%" in self.log_text() or proc.poll() is not None,
-                        "a quarter copied")
+            wait_until("a quarter copied",
+                       lambda: f"{plot.name}: copy 25%" in self.log_text() or proc.poll() is not None)
             assert proc.poll() is None, proc.communicate()
             yield proc
         finally:
             if proc.poll() is None:
                 proc.kill()
-            proc.wait(timeout=60)
+            proc.wait(timeout=DEADLINE)
 
     def log_text(self) -> str:
         path = self.harvester.state_dir / "logs" / "move_local_plots.log"
@@ -118,7 +123,8 @@ def farm(tmp_path: Path, plot_size: int) -> Iterator[LocalFarm]:
         harvester = Harvester(root)
         config = harvester_config(
             root, [str(root / "mnt" / "enclosure*/*/column*/drive*")], plot_size, mail.port,
-            local_moves={"enabled": True, "plot_directories": [str(out)], "stall_seconds": 5},
+            # A stall only where a test makes one: a busy machine may pause a healthy copy for seconds.
+            local_moves={"enabled": True, "plot_directories": [str(out)], "stall_seconds": DEADLINE},
         )
         config["notifications"]["events"].update(local_move_failed=["email"], disk_usage=["email"])
         harvester.write_config(config)
@@ -129,14 +135,6 @@ def _subjects(mail: SMTPTestServer) -> list[str]:
     return [m.message["Subject"] for m in mail.received]
 
 
-def _wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_plots_move_intact_to_a_drive_apart_from_the_network_drive(farm: LocalFarm) -> None:
     farm.harvester.run()
     export = farm.harvester.export()
@@ -145,7 +143,7 @@ def test_plots_move_intact_to_a_drive_apart_from_the_network_drive(farm: LocalFa
     report = plot_report_data(HarvesterSnapshot.from_dict(export), None)  # -pr's figures from this pass
     assert (report["local_receive_drive"], report["local_receive_mountpoint"]) == ("drive1", str(farm.drive("drive1")))
     pr = subprocess.run([sys.executable, str(REPO / "drive_manager.py"), "--config", str(farm.harvester.config_path),
-                         "-pr", "--json"], capture_output=True, text=True, timeout=60)
+                         "-pr", "--json"], capture_output=True, text=True, timeout=DEADLINE)
     assert pr.returncode == 0, pr.stderr
     assert json.loads(pr.stdout)["local_receive_drive"] == "drive1"  # -pr shows the reservation too
     plots = [copy_plot("og", farm.out), copy_plot("pool", farm.out)]
@@ -236,7 +234,7 @@ def test_full_drive_keeps_the_source_and_the_next_reservation_takes_it(farm: Loc
 
 
 def test_killed_copy_loses_nothing_and_the_next_run_completes_it(farm: LocalFarm) -> None:
-    farm.local_moves(max_mb_per_second=1)  # a 4 MB plot takes seconds: time to kill it mid-way
+    farm.local_moves(max_mb_per_second=SLOW_MB_PER_SECOND)  # time to kill it mid-way
     farm.harvester.run()
     plot = copy_plot("pool", farm.out)
     digest = xxh3(plot)
@@ -266,14 +264,14 @@ def frozen(mountpoint: Path) -> Iterator[None]:
 
 
 def test_copy_stalled_on_a_frozen_drive_is_aborted_cleaned_and_retried(farm: LocalFarm) -> None:
-    farm.local_moves(max_mb_per_second=1, stall_seconds=1)
+    farm.local_moves(max_mb_per_second=SLOW_MB_PER_SECOND, stall_seconds=1)
     farm.harvester.run()
     plot = copy_plot("pool", farm.out)
     digest = xxh3(plot)
     with farm.move_under_way(plot) as proc:
         with frozen(farm.drive("drive1")):
-            _wait_until(lambda: f"{plot.name}: stalled at byte" in farm.log_text(), "the stall to be detected")
-        _, stderr = proc.communicate(timeout=60)
+            wait_until("the stall to be detected", lambda: f"{plot.name}: stalled at byte" in farm.log_text())
+        _, stderr = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 1
     assert f"FAILED {plot}: stalled: no byte copied for 1 s" in stderr
     assert farm.files("drive1") == []  # the part file was removed once the drive answered
@@ -311,7 +309,7 @@ def test_stalled_copy_is_cleaned_retried_held_and_cleared(farm: LocalFarm) -> No
             assert xxh3(plot) == digest
             if attempt == 1:
                 assert failure_mails() == []
-        _wait_until(lambda: failure_mails() != [], "the local_move_failed mail")
+        wait_until("the local_move_failed mail", lambda: failure_mails() != [])
         (mail,) = failure_mails()
         assert mail.message["Subject"] == f"chianas01: moving {plot.name} failed 2 times"
         assert f"--clear-error {plot.name}" in mail.message.get_body(("plain",)).get_content()
@@ -357,13 +355,13 @@ def test_usage_alert_fires_once_and_again_only_after_clearing(farm: LocalFarm, t
 
 
 def test_terminated_copy_removes_its_part_file(farm: LocalFarm) -> None:
-    farm.local_moves(max_mb_per_second=1)
+    farm.local_moves(max_mb_per_second=SLOW_MB_PER_SECOND)
     farm.harvester.run()
     plot = copy_plot("og", farm.out)
     digest = xxh3(plot)
     with farm.move_under_way(plot) as proc:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=30)
+        _, stderr = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 130 and "error: interrupted" in stderr
     assert farm.files("drive1") == []  # SIGTERM (unlike SIGKILL) leaves no part file behind
     assert xxh3(plot) == digest

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE
+
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SMARTCTL = REPO / "tests" / "support" / "fake_smartctl" / "smartctl"
 
@@ -50,7 +52,7 @@ class Harvester:
         full_env = {**os.environ, **(env or {})}
         proc = subprocess.run(
             [sys.executable, str(REPO / "drive_manager.py"), "--config", str(self.config_path), *args],
-            capture_output=True, text=True, env=full_env, timeout=120,
+            capture_output=True, text=True, env=full_env, timeout=DEADLINE,
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"drive_manager.py {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -79,7 +81,8 @@ def harvester_config(
     if smtp_port is not None:
         notifications = {
             "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": smtp_port,
-                      "from_address": "harvester@test.invalid", "to": ["farmer@test.invalid"]},
+                      "from_address": "harvester@test.invalid", "to": ["farmer@test.invalid"],
+                      "timeout_seconds": CHANNEL_TIMEOUT},
             "events": {e: ["email"] for e in ("new_plot_drive", "daily_report", "drive_temperature",
                                               "drives_filling", "no_receive_drive")},
         }
