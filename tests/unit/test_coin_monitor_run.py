@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.chia_log_writer import CHIA_1_8, CHIA_2_5_7, ChiaLogWriter
+from tests.support.waiting import wait_until
 from utilities.coin_monitor_run import (
     LOG_LEVEL_CHECKED_KEY,
     HarvesterState,
@@ -112,6 +113,21 @@ def test_chia_log_levels_and_the_warning(tmp_path: Path) -> None:
     assert "WARNING" in (check_chia_log_level(path) or "")
 
 
+def _after_a_timestamp_tick(path: Path) -> None:
+    """Wait until the filesystem's clock has moved past ``path``'s ctime, so a change made next
+    gets another timestamp (on many kernels they move only every few milliseconds)."""
+    stamp = path.stat().st_ctime_ns
+    probe = path.with_name(path.name + ".tick")
+    probe.touch()
+
+    def ticked() -> bool:
+        os.utime(probe)  # now
+        return probe.stat().st_ctime_ns > stamp
+
+    wait_until("the filesystem's clock to tick", ticked, interval=0.001)
+    probe.unlink()
+
+
 def test_chia_config_is_parsed_again_only_when_it_changed(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("logging:\n  log_level: INFO\n")
@@ -120,9 +136,11 @@ def test_chia_config_is_parsed_again_only_when_it_changed(tmp_path: Path) -> Non
         cached = db.get(LOG_LEVEL_CHECKED_KEY)
         db.set(LOG_LEVEL_CHECKED_KEY, {**cached, "problem": "the cached answer"})
         assert cached_log_level_problem(path, db) == "the cached answer"  # file unchanged: not parsed
-        path.write_text("logging:\n  log_level: WARN\n")
+        _after_a_timestamp_tick(path)
+        path.write_text("logging:\n  log_level: WARN\n")  # same size, same inode: only the mtime says
         assert "WARN" in (cached_log_level_problem(path, db) or "")
         db.set(LOG_LEVEL_CHECKED_KEY, {**db.get(LOG_LEVEL_CHECKED_KEY), "problem": "the cached answer"})
+        _after_a_timestamp_tick(path)
         os.chmod(path, 0o600)  # metadata only (ctime): checked again
         assert "WARN" in (cached_log_level_problem(path, db) or "")
         path.unlink()

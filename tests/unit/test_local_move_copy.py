@@ -14,10 +14,13 @@ import pytest
 from tests.support.gated_reader import GatedReader
 from tests.support.hashing import xxh3
 from tests.support.plotmaker import copy_plot
+from tests.support.waiting import DEADLINE
 from utilities import local_move
 from utilities.local_move import FAILED, MOVED, MoveOptions, move_plot, pread_into
 from utilities.part_files import part_name
 
+#: stall_seconds where no test makes a stall: a busy machine may pause a healthy copy for seconds.
+NO_STALL = DEADLINE
 WINDOW = 256 * 1024  # write-back window in the tests below: a k=18 plot spans about 15
 CHUNK = 64 * 1024
 WAIT_AND_WRITE = (local_move.SYNC_FILE_RANGE_WAIT_BEFORE | local_move.SYNC_FILE_RANGE_WRITE
@@ -50,7 +53,7 @@ def test_plot_is_moved_intact(dirs: tuple[Path, Path]) -> None:
     plot = copy_plot("pool", source_dir)
     digest, size = xxh3(plot), plot.stat().st_size
     seen: list[tuple[str, int, int]] = []
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5), kind="pool", progress_cb=lambda *a: seen.append(a))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL), kind="pool", progress_cb=lambda *a: seen.append(a))
     assert result.status == MOVED and result.source_deleted, result.reason
     assert result.destination == dest / plot.name and result.size == size
     assert xxh3(dest / plot.name) == digest == result.hexdigest
@@ -77,7 +80,7 @@ def test_identical_plot_already_there_only_deletes_the_source(dirs: tuple[Path, 
     source_dir, dest = dirs
     plot = copy_plot("pool", source_dir)
     (dest / plot.name).write_bytes(plot.read_bytes())  # a run killed after its rename
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL))
     assert result.status == MOVED and result.source_deleted and "already on the drive" in result.reason
     assert not plot.exists()
 
@@ -88,7 +91,7 @@ def test_different_file_under_the_same_name_is_never_overwritten(dirs: tuple[Pat
     other = bytearray(plot.read_bytes())
     other[-1] ^= 0xFF
     (dest / plot.name).write_bytes(bytes(other))
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL))
     assert result.status == FAILED and "different content" in result.reason
     assert plot.exists() and (dest / plot.name).read_bytes() == bytes(other)
 
@@ -96,6 +99,9 @@ def test_different_file_under_the_same_name_is_never_overwritten(dirs: tuple[Pat
 def test_source_rewritten_during_the_copy_is_kept(dirs: tuple[Path, Path]) -> None:
     source_dir, dest = dirs
     plot = copy_plot("pool", source_dir)
+    # Written long ago (as a finished plot is): the rewrite below gets another mtime even on a
+    # filesystem whose timestamps move only every few milliseconds.
+    os.utime(plot, (1_600_000_000, 1_600_000_000))
 
     def rewriting_reader(fd: int, buffer: memoryview, offset: int) -> int:
         if offset == 0:
@@ -104,7 +110,7 @@ def test_source_rewritten_during_the_copy_is_kept(dirs: tuple[Path, Path]) -> No
                 handle.write(b"changed")
         return pread_into(fd, buffer, offset)
 
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5), read=rewriting_reader)
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL), read=rewriting_reader)
     assert result.status == FAILED and "changed while it was being copied" in result.reason
     assert plot.exists() and _leftovers(dest) == []
 
@@ -120,7 +126,7 @@ def test_stale_part_of_a_killed_copy_is_removed_and_a_live_one_kept(dirs: tuple[
     live.write_bytes(b"being received")
     with open(live, "r+b") as holder:
         fcntl.flock(holder, fcntl.LOCK_EX)  # as a living receiver holds its part
-        result = move_plot(plot, dest, MoveOptions(stall_seconds=5))
+        result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL))
     assert result.ok
     assert _leftovers(dest) == sorted([plot.name, live.name])
 
@@ -128,7 +134,7 @@ def test_stale_part_of_a_killed_copy_is_removed_and_a_live_one_kept(dirs: tuple[
 def test_unwritable_destination_fails_without_touching_the_source(dirs: tuple[Path, Path]) -> None:
     source_dir, dest = dirs
     plot = copy_plot("pool", source_dir)
-    result = move_plot(plot, dest / "missing", MoveOptions(stall_seconds=5))
+    result = move_plot(plot, dest / "missing", MoveOptions(stall_seconds=NO_STALL))
     assert result.status == "drive gone" and "cannot open" in result.reason
     assert plot.exists() and os.listdir(dest) == []
 
@@ -173,7 +179,7 @@ def test_copy_is_written_back_a_window_behind_and_leaves_nothing_cached(
             cached_while_copying.append(_cached_bytes(part))
         return pread_into(fd, buffer, offset)
 
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5, verify=False, chunk=CHUNK), read=sampling_reader)
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL, verify=False, chunk=CHUNK), read=sampling_reader)
     assert result.status == MOVED, result.reason
     assert _cached_bytes(dest / plot.name) == 0  # dropped after the final fsync, even unverified
     assert xxh3(dest / plot.name) == digest == result.hexdigest
@@ -207,7 +213,7 @@ def test_without_sync_file_range_every_window_is_fdatasynced(
     source_dir, dest = dirs
     plot = copy_plot("og", source_dir)
     digest, size = xxh3(plot), plot.stat().st_size
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5, chunk=CHUNK))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL, chunk=CHUNK))
     assert result.status == MOVED, result.reason
     assert len(synced) == size // WINDOW
     assert _cached_bytes(dest / plot.name) == 0
@@ -230,7 +236,7 @@ def test_write_back_error_fails_the_move_and_is_not_taken_for_unsupported(
     source_dir, dest = dirs
     plot = copy_plot("pool", source_dir)
     digest = xxh3(plot)
-    result = move_plot(plot, dest, MoveOptions(stall_seconds=5, chunk=CHUNK))
+    result = move_plot(plot, dest, MoveOptions(stall_seconds=NO_STALL, chunk=CHUNK))
     assert result.status == FAILED and result.reason == f"copy failed: {os.strerror(errno.EIO)}"
     assert _leftovers(dest) == []
     assert xxh3(plot) == digest

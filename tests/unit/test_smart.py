@@ -281,7 +281,7 @@ def test_permission_denied_is_unavailable(tmp_path, monkeypatch):
 
 def test_hung_smartctl_is_killed_and_reported(tmp_path):
     slow = tmp_path / "smartctl"
-    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")  # exec: the kill reaches the sleep itself, nothing lingers
     slow.chmod(0o755)
     info = read_smart("/dev/sdb", str(slow), timeout=0.3)
     assert info.state == "unavailable"

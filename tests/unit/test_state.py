@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+from tests.support.waiting import DEADLINE
 from utilities.state import CachedHeader, DailyStats, StateDB
 
 
@@ -73,7 +74,7 @@ def test_two_processes_never_both_see_the_edge(tmp_path: Path) -> None:
         procs = [ctx.Process(target=_race, args=(path, barrier, results)) for _ in range(4)]
         for p in procs:
             p.start()
-        outcomes = [results.get(timeout=30) for _ in procs]
+        outcomes = [results.get(timeout=DEADLINE) for _ in procs]
         for p in procs:
-            p.join(timeout=30)
+            p.join(timeout=DEADLINE)
         assert sorted(outcomes) == [False, False, False, True], attempt
