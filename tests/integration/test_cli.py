@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.waiting import DEADLINE
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _dm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "drive_manager.py"), *args],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=DEADLINE, env={**os.environ, **(env or {})},
     )
 
 

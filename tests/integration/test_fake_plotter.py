@@ -14,20 +14,19 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.support.fake_plotter import encode_puzzle_hash, fail, held_at, install_fake_plotters, release
+from tests.support.waiting import DEADLINE, wait_until
 from utilities.plot_jobs.progress import detect_program, is_final_phase, parse_progress
 from utilities.plots import KIND_OG, KIND_POOL, is_finished_plot_name, plot_size_fits, read_plot_header
 
 FARMER_KEY = "a1" * 48
 POOL_KEY = "b2" * 48
 CONTRACT = encode_puzzle_hash(bytes(range(32)))
-DEADLINE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -155,15 +154,7 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     """Only ever the process this test started, by its own handle."""
     if proc.poll() is None:
         proc.kill()
-    proc.communicate(timeout=DEADLINE_SECONDS)
-
-
-def _wait_for(condition, what: str) -> None:  # noqa: ANN001 - a zero-argument callable
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    proc.communicate(timeout=DEADLINE)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +175,7 @@ def runs(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, R
             started.append((shape, tmp, tmp2, dest, proc))
         results = {}
         for shape, tmp, tmp2, dest, proc in started:
-            out, err = proc.communicate(timeout=DEADLINE_SECONDS)
+            out, err = proc.communicate(timeout=DEADLINE)
             results[shape.name] = Run(shape, tmp, tmp2, dest, proc.returncode, out, err)
         return results
     finally:
@@ -242,7 +233,7 @@ def test_gate_holds_a_job_and_sigterm_leaves_its_temp_files(bin_dir: Path, tmp_p
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_for(lambda: held_at(gates, 1), "the job to wait at phase 1")
+        wait_until("the job to wait at phase 1", lambda: held_at(gates, 1))
         ((plot_id, pid),) = held_at(gates, 1).items()
         assert pid == proc.pid
         marker = gates / f"{plot_id}.waiting_phase1"
@@ -251,7 +242,7 @@ def test_gate_holds_a_job_and_sigterm_leaves_its_temp_files(bin_dir: Path, tmp_p
         assert held.temp_dirs == (str(tmp), str(tmp2))
 
         release(gates, 2, key=plot_id)  # run phases 1 and 2, hold before 3
-        _wait_for(lambda: plot_id in held_at(gates, 3), "the job to wait at phase 3")
+        wait_until("the job to wait at phase 3", lambda: plot_id in held_at(gates, 3))
         assert not marker.exists()
         held = parse_progress("chia", log_path.read_text().splitlines())
         assert (held.phase, held.subphase, held.state) == (2, "2.6", "running")
@@ -262,20 +253,20 @@ def test_gate_holds_a_job_and_sigterm_leaves_its_temp_files(bin_dir: Path, tmp_p
         assert all(plot_id in name for name in temp_files)
 
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=DEADLINE_SECONDS) == -signal.SIGTERM
+        assert proc.wait(timeout=DEADLINE) == -signal.SIGTERM
         assert sorted(p.name for p in [*tmp.iterdir(), *tmp2.iterdir()]) == temp_files
         assert list(dest.iterdir()) == []
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait(timeout=DEADLINE_SECONDS)
+            proc.wait(timeout=DEADLINE)
 
 
 def test_injected_failure_exits_nonzero_reads_aborted_and_leaves_temp_files(bin_dir: Path, tmp_path: Path) -> None:
     tmp, tmp2, dest = _dirs(tmp_path / "job")
     proc = _start(_argv(SHAPES[1], tmp, tmp2, dest), _env(bin_dir, FAKE_PLOTTER_FAIL_AT="phase3"), tmp_path)
     try:
-        out, _ = proc.communicate(timeout=DEADLINE_SECONDS)
+        out, _ = proc.communicate(timeout=DEADLINE)
     finally:
         _stop(proc)
     assert proc.returncode == 1
@@ -294,7 +285,7 @@ def test_destination_on_another_filesystem_is_copied_then_renamed(bin_dir: Path,
     try:
         proc = _start(_argv(SHAPES[0], tmp, tmp2, dest), _env(bin_dir), tmp_path)
         try:
-            out, err = proc.communicate(timeout=DEADLINE_SECONDS)
+            out, err = proc.communicate(timeout=DEADLINE)
         finally:
             _stop(proc)
         assert proc.returncode == 0, err
@@ -325,7 +316,7 @@ def test_bad_command_lines_are_refused_like_the_real_programs(
 ) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = subprocess.run(argv, env=_env(bin_dir), cwd=cwd, capture_output=True, text=True, timeout=DEADLINE_SECONDS)
+    result = subprocess.run(argv, env=_env(bin_dir), cwd=cwd, capture_output=True, text=True, timeout=DEADLINE)
     assert result.returncode == 2
     assert message in result.stderr
     assert list(cwd.iterdir()) == []
@@ -338,7 +329,7 @@ def test_install_writes_executables_that_quote_their_paths(tmp_path: Path) -> No
     for path in made.values():
         assert os.access(path, os.X_OK)
     result = subprocess.run(
-        [str(made["chia_plot"]), "--nope"], capture_output=True, text=True, timeout=DEADLINE_SECONDS
+        [str(made["chia_plot"]), "--nope"], capture_output=True, text=True, timeout=DEADLINE
     )
     assert result.returncode == 2 and "unknown option" in result.stderr
 
@@ -352,10 +343,10 @@ def test_madmax_with_several_plots_finishes_the_current_one_on_sigterm(bin_dir: 
     (gates / "all.phase1").touch()
     proc = _start(argv, _env(bin_dir, FAKE_PLOTTER_GATE_DIR=str(gates)), tmp_path)
     try:
-        _wait_for(lambda: list(gates.glob("*.waiting_phase2")), "the first plot to wait at phase 2")
+        wait_until("the first plot to wait at phase 2", lambda: list(gates.glob("*.waiting_phase2")))
         proc.send_signal(signal.SIGTERM)  # once: finish this plot, start no other
         (gates / "all.phase4").touch()
-        out, _ = proc.communicate(timeout=DEADLINE_SECONDS)
+        out, _ = proc.communicate(timeout=DEADLINE)
     finally:
         _stop(proc)
     assert proc.returncode == 0
@@ -376,13 +367,13 @@ def test_one_held_job_can_be_made_to_crash_by_its_plot_id(bin_dir: Path, tmp_pat
             procs.append(
                 _start(_argv(SHAPES[0], tmp, tmp2, dest), _env(bin_dir, FAKE_PLOTTER_GATE_DIR=str(gates)), tmp_path)
             )
-        _wait_for(lambda: len(held_at(gates, 1)) == 2, "both jobs to wait at phase 1")
+        wait_until("both jobs to wait at phase 1", lambda: len(held_at(gates, 1)) == 2)
         by_pid = {pid: plot_id for plot_id, pid in held_at(gates, 1).items()}
         doomed, spared = procs[0], procs[1]
         fail(gates, 1, key=by_pid[doomed.pid])
         release(gates, 4)
-        doomed_out, _ = doomed.communicate(timeout=DEADLINE_SECONDS)
-        spared_out, _ = spared.communicate(timeout=DEADLINE_SECONDS)
+        doomed_out, _ = doomed.communicate(timeout=DEADLINE)
+        spared_out, _ = spared.communicate(timeout=DEADLINE)
     finally:
         for proc in procs:
             _stop(proc)

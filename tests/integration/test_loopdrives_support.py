@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,9 @@ from tests.support.tmpfs_drives import (
     make_sparse_file,
     requires_root_and_tmpfs,
 )
+from tests.support.waiting import wait_until
 
-pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.root]
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -227,10 +227,7 @@ def test_busy_drive_falls_back_to_lazy_unmount_and_is_released_later(
         assert [mp for mp in mounted_paths() if mp.startswith(f"{tmp_path.resolve()}/")] == []
     finally:
         leaked.close()
-    for _ in range(50):
-        if loop_backing_files().get(d.device) != str(d.image):
-            break
-        time.sleep(0.1)
+    wait_until("the loop device to be autocleared", lambda: loop_backing_files().get(d.device) != str(d.image))
     assert_released([d], tmp_path.resolve())
 
 
