@@ -256,11 +256,11 @@ def test_killed_copy_loses_nothing_and_the_next_run_completes_it(farm: LocalFarm
 def frozen(mountpoint: Path) -> Iterator[None]:
     """Freeze a test drive's filesystem: every write to it blocks in the kernel until it is
     thawed, as on a disk that stopped answering. Always thawed again, even on failure."""
-    subprocess.run(["fsfreeze", "--freeze", str(mountpoint)], check=True, timeout=60)
+    subprocess.run(["fsfreeze", "--freeze", str(mountpoint)], check=True, timeout=DEADLINE)
     try:
         yield
     finally:
-        subprocess.run(["fsfreeze", "--unfreeze", str(mountpoint)], capture_output=True, timeout=60)
+        subprocess.run(["fsfreeze", "--unfreeze", str(mountpoint)], capture_output=True, timeout=DEADLINE)
 
 
 def test_copy_stalled_on_a_frozen_drive_is_aborted_cleaned_and_retried(farm: LocalFarm) -> None:

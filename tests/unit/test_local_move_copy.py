@@ -152,7 +152,7 @@ def _cached_bytes(path: Path) -> int:
     if shutil.which("fincore") is None:
         pytest.skip("fincore (util-linux) is not installed")
     out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+                         capture_output=True, text=True, check=True, timeout=DEADLINE).stdout
     return int(out.strip())
 
 
