@@ -7,7 +7,8 @@ they must follow exactly the same rules; this module is those rules, used by bot
 
 * naming: the bytes go to ``DIR/.NAME.part`` (hidden from chia, which only farms ``*.plot``);
 * liveness: a writer holds an ``flock`` on its part file for as long as it lives, so a part
-  file that nobody holds was left by a SIGKILL or a power cut and may be removed;
+  file that nobody holds was left by a SIGKILL or a power cut and may be removed (by the next
+  writer into that directory, and by the harvester's minute pass: utilities/stale_parts.py);
 * turns: checking for room and taking it (stale clean-up, free-space check, creating and
   preallocating the part) happens under the directory's ``flock``, so a receiver and a local
   move never both pass the free-space check for the drive's last slot;
@@ -82,6 +83,25 @@ def directory_turn(dir_fd: int) -> Iterator[None]:
         fcntl.flock(dir_fd, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def try_directory_turn(dir_fd: int) -> Iterator[bool]:
+    """Take the directory's turn only if it is free now: True inside when we hold it.
+
+    For the harvester's minute pass, which must not wait behind a writer (a replace-mode
+    receiver may be deleting an old plot in its turn) and need not: a writer in its turn cleans
+    the directory's stale parts itself, and the next pass comes back anyway.
+    """
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
+
 def free_bytes(fd: int) -> int:
     """Bytes an unprivileged writer may still use on the file system of ``fd``."""
     info = os.fstatvfs(fd)
@@ -124,27 +144,36 @@ def remove_if_stale(dir_fd: int, entry: str) -> StaleCheck:
     living receiver or local move, anything that is not a regular file, and a part replaced
     by someone else's fresh one between our open and our check.
     """
+    return reclaim_if_stale(dir_fd, entry)[0]
+
+
+def reclaim_if_stale(dir_fd: int, entry: str) -> tuple[StaleCheck, int]:
+    """``remove_if_stale``, and the bytes the removed part held on disk (0 unless removed):
+    what the harvester reports as freed. Its allocation, not its length, because that is what
+    the drive gets back (a preallocated part is all allocated; a sparse one is not)."""
     try:
         fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
-        return StaleCheck(gone=True)
+        return StaleCheck(gone=True), 0
     except OSError as exc:
-        return StaleCheck(gone=False, unreadable=exc.strerror or str(exc))
+        return StaleCheck(gone=False, unreadable=exc.strerror or str(exc)), 0
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return StaleCheck(gone=False)
+        held = os.fstat(fd)
+        if not stat.S_ISREG(held.st_mode):
+            return StaleCheck(gone=False), 0
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return StaleCheck(gone=False)  # a living writer holds it
+            return StaleCheck(gone=False), 0  # a living writer holds it
         try:
             current = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return StaleCheck(gone=True)
-        if current.st_ino != os.fstat(fd).st_ino:
-            return StaleCheck(gone=False)  # replaced meanwhile by someone else's fresh part
+            return StaleCheck(gone=True), 0
+        if current.st_ino != held.st_ino:
+            return StaleCheck(gone=False), 0  # replaced meanwhile by someone else's fresh part
+        allocated = os.fstat(fd).st_blocks * 512
         os.unlink(entry, dir_fd=dir_fd)
-        return StaleCheck(gone=True, removed=True)
+        return StaleCheck(gone=True, removed=True), allocated
     finally:
         os.close(fd)
 
