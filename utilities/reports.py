@@ -116,8 +116,15 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "receive_health": format_health(receive_smart) if receive else None,
         "receive_serial": receive_smart.serial if receive and receive_smart else None,
         **local_drive_data(snap),
+        "stale_parts_removed_24h": snap.stale_parts.files,
+        "stale_part_bytes_freed_24h": snap.stale_parts.bytes,
         "drives": [d.__dict__ for d in snap.drives],
     }
+
+
+def stale_parts_text(files: int, freed: int) -> str:
+    """-pr's "Stale Part Files Removed" value: "0", or "2 (200.0 GiB freed)"."""
+    return f"{files} ({binary_size(freed)} freed)" if files else "0"
 
 
 def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
@@ -147,6 +154,8 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
             ("Current Local Plot Storage Drive:", data["local_receive_device"] or "NONE - no drive has room"),
             ("Current Local Plot Storage Mountpoint:", data["local_receive_mountpoint"]),
         ]
+    rows.append(("Stale Part Files Removed (24 h):",
+                 stale_parts_text(data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"])))
     lines += [report_line(label, value) for label, value in rows]
     lines.append("#" * WIDTH)
     return "\n".join(lines)

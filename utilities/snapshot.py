@@ -48,6 +48,35 @@ class DriveSummary:
 
 
 @dataclass(frozen=True)
+class PartsRemoved:
+    """Stale part files the minute passes removed in the last 24 hours, and the bytes freed.
+
+    Each is a plot slot a receiver or local move lost when it died mid-plot and the harvester
+    won back; shown in -pr and exported, so a farmer sees writers dying, not just a slot
+    appearing again.
+    """
+
+    files: int = 0
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"files": self.files, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PartsRemoved:
+        """Parse the export's figures; absent (an older harvester) is none removed. TypeError
+        or ValueError for anything else than two whole numbers."""
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise TypeError("stale_parts_removed_24h is not an object")
+        files, size = data.get("files"), data.get("bytes")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (files, size)):
+            raise ValueError("stale_parts_removed_24h needs whole numbers files and bytes")
+        return cls(files, size)
+
+
+@dataclass(frozen=True)
 class HarvesterSnapshot:
     hostname: str
     generated_at: float
@@ -60,6 +89,7 @@ class HarvesterSnapshot:
     chia_bytes: int | None = None
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
+    stale_parts: PartsRemoved = PartsRemoved()  # removed in the last 24 hours (cron passes)
 
     # -- derived totals (pure) ------------------------------------------------------------------
     @property
@@ -146,6 +176,7 @@ class HarvesterSnapshot:
                 "days_to_fill": self.days_to_fill,
             },
             "drives": [d.__dict__ for d in self.drives],
+            "stale_parts_removed_24h": self.stale_parts.to_dict(),
             "extra": self.extra,
         }
 
@@ -170,6 +201,7 @@ class HarvesterSnapshot:
                 chia_bytes=data.get("chia_bytes"),
                 version=str(data.get("version", "unknown")),
                 extra=dict(data.get("extra") or {}),
+                stale_parts=PartsRemoved.from_dict(data.get("stale_parts_removed_24h")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"export is malformed: {exc}") from None
