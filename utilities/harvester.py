@@ -2,7 +2,9 @@
 
 Order matters for safety: everything is scanned and decided first (pure functions over the
 snapshot), and only then do we touch the receive script, the export file and the notifiers. A
-failing notifier is logged by the notifier and never stops the pass.
+failing notifier is logged by the notifier and never stops the pass. The one change made while
+scanning is the removal of part files dead writers left (utilities/stale_parts.py): the free
+slots every decision starts from must include the room it wins back.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from utilities.notify import Notification, Notifier
 from utilities.reports import format_health, format_size, format_temperature
 from utilities.smart import SmartInfo, read_many, read_smart
 from utilities.snapshot import DriveSummary, HarvesterSnapshot, summarise_drive, write_export
+from utilities.stale_parts import RemovedPart, removed_last_day, sweep_stale_parts
 from utilities.state import StateDB
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,7 @@ class Scan:
     states: list[DriveState]
     snapshot: HarvesterSnapshot
     headers_read: int
+    parts_removed: list[RemovedPart] = field(default_factory=list)  # by this scan (cron pass only)
 
 
 @dataclass
@@ -103,11 +107,13 @@ def _recorded_local_drive(settings: Settings, db: StateDB) -> dict[str, object]:
     return {"local_receive_drive": local.get("name"), "local_replaces_old_plots": bool(local.get("replace"))}
 
 
-def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) -> Scan:
+def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *, sweep_parts: bool = False) -> Scan:
     """Discover and scan the drives, keep the header cache current, and build the snapshot.
 
     The snapshot's receive drive is the one the current receive script points at, so a report
-    shows where plots really go right now.
+    shows where plots really go right now. With ``sweep_parts`` (the cron pass; reports only
+    look) part files left by dead writers are removed first and their drives re-measured, so
+    this very snapshot, and the receive-drive choice made from it, has the slots won back.
     """
     now = time.time() if now is None else now
     locations = discover_drives(settings.harvester.drive_discovery, uuid_lookup=_cached_uuid_lookup(db))
@@ -118,11 +124,14 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
         db.update_headers(result.header_upserts, result.header_deletes)
     if result.dir_mtimes != known_dirs:
         db.set(DIR_MTIMES_KEY, result.dir_mtimes)
+    states, removed = (
+        sweep_stale_parts(result.drives, result.dir_mtimes, db, now) if sweep_parts else (result.drives, [])
+    )
     offline = db.offline_drives()
     plot_size = settings.plot_size_bytes
     summaries = tuple(
         summarise_drive(s, plot_size, settings.harvester.reserve_slots, s.name in offline)
-        for s in result.drives
+        for s in states
     )
     current = db.get(RECEIVE_KEY) or {}
     chia = last_farming_status(settings.chia_log_path)
@@ -141,8 +150,9 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None) ->
             "receive_replaces_old_plots": bool(current.get("replace")),
             **_recorded_local_drive(settings, db),
         },
+        stale_parts=removed_last_day(db, now),
     )
-    return Scan(locations, result.drives, snapshot, result.headers_read)
+    return Scan(locations, states, snapshot, result.headers_read, removed)
 
 
 def new_drive_notification(
@@ -352,7 +362,7 @@ def run_harvester_pass(
     settings: Settings, config_path: Path, db: StateDB, notifier: Notifier, now: float | None = None
 ) -> PassOutcome:
     """One cron pass. The caller holds the drive_manager lock."""
-    scan = scan_harvester(settings, db, now)
+    scan = scan_harvester(settings, db, now, sweep_parts=True)
     outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
     _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
     _update_local_drive(settings, db, scan, outcome)
@@ -362,7 +372,7 @@ def run_harvester_pass(
     if settings.harvester.metrics_dir is not None:
         write_textfile(settings.harvester.metrics_dir, "plot_manager_harvester", harvester_metrics(scan.snapshot, temperatures))
     log.debug(
-        "pass done: %d drives, %d plots, %d headers read", scan.snapshot.drive_count,
-        scan.snapshot.total_plots, scan.headers_read,
+        "pass done: %d drives, %d plots, %d headers read, %d stale part files removed", scan.snapshot.drive_count,
+        scan.snapshot.total_plots, scan.headers_read, len(scan.parts_removed),
     )
     return outcome
