@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.e2e_farm import E2EFarm
+from tests.support.e2e_farm import SSH_CONNECT_TIMEOUT, E2EFarm
 from tests.support.loopdrives import requires_root_and_loop
 from tests.support.netns_farm import requires_netns
 from tests.support.plotmaker import cached_plot, copy_plot
@@ -27,7 +27,7 @@ def farm(tmp_path: Path) -> Iterator[E2EFarm]:
             config["farm"] = {
                 "harvesters": [h for h in farm.plotter.harvesters if h["name"] != name],
                 "ssh": {"key_file": str(farm.net.client_key), "known_hosts": str(farm.net.known_hosts),
-                        "connect_timeout_seconds": 3},
+                        "connect_timeout_seconds": SSH_CONNECT_TIMEOUT},
             }
             harvester.config_path.write_text(yaml.safe_dump(config))
         yield farm
@@ -81,17 +81,19 @@ def test_daily_email_carries_the_farm_report_when_farm_update_is_on(farm: E2EFar
     import subprocess
 
     from tests.support.smtp_server import smtp_server
+    from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE
 
     harvester = farm.harvesters["chianas01"]
     with smtp_server() as mail:
         config = yaml.safe_load(harvester.config_path.read_text())
         config["notifications"] = {
-            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"],
+                      "timeout_seconds": CHANNEL_TIMEOUT},
             "events": {"daily_report": ["email"], "farm_update": ["email"]},
         }
         harvester.config_path.write_text(yaml.safe_dump(config))
         # Run from the plotter's namespace, where the loopback SMTP server is.
-        proc = subprocess.run([*_dm(farm, "chianas01"), "-dr"], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*_dm(farm, "chianas01"), "-dr"], capture_output=True, text=True, timeout=DEADLINE)
         assert proc.returncode == 0, proc.stderr
         (msg,) = mail.wait_for(1)
         text = msg.message.get_body(("plain",)).get_content()

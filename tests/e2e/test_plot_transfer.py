@@ -16,6 +16,7 @@ from tests.support.e2e_farm import E2EFarm, file_hash
 from tests.support.loopdrives import requires_root_and_loop
 from tests.support.netns_farm import requires_netns
 from tests.support.plotmaker import cached_plot, copy_plot
+from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE, wait_until
 
 pytestmark = [pytest.mark.root, requires_root_and_loop, requires_netns, pytest.mark.timeout(600)]
 
@@ -42,16 +43,9 @@ def _make_plots(farm: E2EFarm, kinds: list[str]) -> dict[str, str]:
     return made
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def _throttle(farm: E2EFarm, name: str, rate: str = "8mbit") -> None:
-    """Slow the harvester's link (real tc on its veth) so a test can act mid-stream."""
+def _throttle(farm: E2EFarm, name: str, rate: str = "4mbit") -> None:
+    """Slow the harvester's link (real tc on its veth) so a test can act mid-stream: a k=18
+    plot then streams for about 8 s, seconds to spare for a test on a busy machine."""
     veth = farm.net.host(name).veth_host_side
     subprocess.run(["tc", "qdisc", "replace", "dev", veth, "root", "tbf", "rate", rate, "burst", "32kbit", "latency", "2s"], check=True)
 
@@ -74,7 +68,7 @@ def _slow_send(farm: E2EFarm, name: str = "chianas02") -> Iterator[subprocess.Po
         finally:
             if sender.poll() is None:
                 sender.kill()
-                sender.wait()
+                sender.wait(DEADLINE)
     finally:
         _unthrottle(farm, name)
 
@@ -112,7 +106,8 @@ def test_unreachable_harvester_is_skipped_reported_once_and_the_plot_goes_elsewh
 
     with smtp_server() as mail:
         farm.plotter.notifications = {
-            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"],
+                      "timeout_seconds": CHANNEL_TIMEOUT},
             "events": {"harvester_unreachable": ["email"], "plot_transferred": ["email"]},
         }
         farm.plotter.write_config()
@@ -155,7 +150,7 @@ def test_names_with_shell_characters_never_reach_a_shell(farm: E2EFarm, tmp_path
 def test_receiver_killed_mid_stream_keeps_source_and_next_run_completes(farm: E2EFarm) -> None:
     plots = _make_plots(farm, ["pool"])
     with _slow_send(farm) as sender:
-        _wait_for(lambda: farm.harvesters["chianas02"].leftovers() and farm.receivers("chianas02"), 60, "the stream to start")
+        wait_until("the stream to start", lambda: farm.harvesters["chianas02"].leftovers() and farm.receivers("chianas02"))
         for pid in farm.receivers("chianas02"):
             os.kill(pid, signal.SIGKILL)
         out, err = sender.communicate(timeout=120)
@@ -171,7 +166,7 @@ def test_link_down_mid_stream_times_out_and_next_run_completes(farm: E2EFarm) ->
     plots = _make_plots(farm, ["og"])
     with _slow_send(farm) as sender:
         try:
-            _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
+            wait_until("the stream to start", lambda: farm.harvesters["chianas02"].leftovers())
             farm.net.link_down("chianas02")
             out, err = sender.communicate(timeout=180)
         finally:
@@ -179,7 +174,7 @@ def test_link_down_mid_stream_times_out_and_next_run_completes(farm: E2EFarm) ->
     assert sender.returncode == 1, out + err
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
     assert farm.harvesters["chianas02"].plots() == []
-    _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to give up")
+    wait_until("the receiver to give up", lambda: not farm.receivers("chianas02"))
     _next_run_delivers(farm, plots)
     assert farm.harvesters["chianas02"].leftovers() == []
 
@@ -187,10 +182,10 @@ def test_link_down_mid_stream_times_out_and_next_run_completes(farm: E2EFarm) ->
 def test_plotter_killed_mid_stream_leaves_nothing_and_no_stuck_lock(farm: E2EFarm) -> None:
     plots = _make_plots(farm, ["pool"])
     with _slow_send(farm) as sender:
-        _wait_for(lambda: farm.harvesters["chianas02"].leftovers(), 60, "the stream to start")
+        wait_until("the stream to start", lambda: farm.harvesters["chianas02"].leftovers())
         sender.kill()
-        sender.wait()
-    _wait_for(lambda: not farm.receivers("chianas02"), 60, "the receiver to notice the plotter died")
+        sender.wait(DEADLINE)
+    wait_until("the receiver to notice the plotter died", lambda: not farm.receivers("chianas02"))
     assert farm.harvesters["chianas02"].plots() == []
     assert farm.harvesters["chianas02"].leftovers() == []
     assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
@@ -224,7 +219,7 @@ def test_drive_filling_up_mid_stream_does_not_break_the_transfer(farm: E2EFarm) 
     receive_dir = Path(farm.export("chianas02")["receive_dir"])
     drive = next(d for d in harvester.drives.drives if d.mountpoint == receive_dir)
     with _slow_send(farm) as sender:
-        _wait_for(lambda: harvester.leftovers(), 60, "the stream to start")
+        wait_until("the stream to start", lambda: harvester.leftovers())
         harvester.drives.fill(drive, 0)  # everything else on the drive is now taken
         out, err = sender.communicate(timeout=120)
     assert sender.returncode == 0, out + err
@@ -349,7 +344,8 @@ def test_concurrent_transfers_and_repeated_failures_alert_once(farm: E2EFarm) ->
     with smtp_server() as mail:
         farm.plotter.transfer = {"max_concurrent_transfers": 2, "failures_before_alert": 2}
         farm.plotter.notifications = {
-            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"]},
+            "email": {"enabled": True, "smtp_host": "127.0.0.1", "smtp_port": mail.port, "to": ["farmer@test.invalid"],
+                      "timeout_seconds": CHANNEL_TIMEOUT},
             "events": {"transfer_failed": ["email"]},
         }
         farm.plotter.write_config()

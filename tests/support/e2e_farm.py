@@ -23,6 +23,12 @@ from tests.support.hashing import sha256
 from tests.support.loopdrives import LoopDrives
 from tests.support.netns_farm import NetnsFarm
 
+#: SSH connect timeout for harvesters that are up: a busy machine may take seconds to answer.
+SSH_CONNECT_TIMEOUT = 30
+#: The transfer's idle limit: long enough for a busy machine, short enough for the tests that
+#: cut a link mid-stream (they wait it out).
+TRANSFER_IDLE_TIMEOUT = 20
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -75,11 +81,11 @@ class Plotter:
             "farm": {
                 "harvesters": self.harvesters,
                 "ssh": {"key_file": str(self.farm.client_key), "known_hosts": str(self.farm.known_hosts),
-                        "connect_timeout_seconds": 3},
+                        "connect_timeout_seconds": SSH_CONNECT_TIMEOUT},
             },
             "plotter": {
                 "plot_directories": [str(self.plot_dir)],
-                "transfer": {"idle_timeout_seconds": 8, "port_count": 20, **self.transfer},
+                "transfer": {"idle_timeout_seconds": TRANSFER_IDLE_TIMEOUT, "port_count": 20, **self.transfer},
                 **plotter_extra,
             },
         }

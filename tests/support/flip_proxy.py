@@ -11,6 +11,8 @@ import socket
 import threading
 from types import TracebackType
 
+from tests.support.waiting import DEADLINE
+
 
 class FlipProxy:
     def __init__(self, listen_address: str, target_address: str, ports: range, flip_at: int) -> None:
@@ -54,10 +56,14 @@ class FlipProxy:
                 continue
             self.connections += 1
             try:
-                upstream = socket.create_connection((self.target_address, port), timeout=10)
+                upstream = socket.create_connection((self.target_address, port), timeout=DEADLINE)
             except OSError:
                 client.close()
                 continue
+            # No timeout may stay on either socket: the receiver says nothing on the data
+            # connection for the whole transfer, and a recv timing out would cut it.
+            client.settimeout(None)
+            upstream.settimeout(None)
             threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 

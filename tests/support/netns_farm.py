@@ -85,6 +85,7 @@ from tests.support.loopdrives import (
     register_active,
     unregister_active,
 )
+from tests.support.waiting import DEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ HARVESTER_ENV = "FARM_HARVESTER_NAME"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SUFFIX_RE = re.compile(r"^[a-z0-9]{1,6}$")
+#: After SIGTERM: then SIGKILL.  After SIGKILL a process is only waited for (a busy machine may
+#: take a while to tear it down), up to the deadline.
 _TERM_GRACE = 5.0
 
 
@@ -126,7 +129,7 @@ class FarmHost:
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def _run(cmd: Sequence[str], *, check: bool = True, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(list(cmd), capture_output=True, text=True, check=False, timeout=timeout)
     if check and proc.returncode != 0:
         raise FarmError(
@@ -368,7 +371,7 @@ class NetnsFarm(_Cleanable):
         *,
         suffix: str | None = None,
         lock_timeout: float = 240.0,
-        start_timeout: float = 20.0,
+        start_timeout: float = DEADLINE,
     ) -> None:
         names = list(harvesters)
         if not names:
@@ -641,7 +644,7 @@ class NetnsFarm(_Cleanable):
 
     # -- SSH from the plotter ---------------------------------------------------------------
 
-    def ssh(self, name: str, *, timeout: float = 10.0, known_hosts: Path | None = None) -> paramiko.SSHClient:
+    def ssh(self, name: str, *, timeout: float = DEADLINE, known_hosts: Path | None = None) -> paramiko.SSHClient:
         """A paramiko client logged in as root on ``name``, host key checked against known_hosts.
 
         The farm closes the clients it handed out on exit; closing them earlier is fine.
@@ -670,13 +673,13 @@ class NetnsFarm(_Cleanable):
             raise
         return client
 
-    def run(self, name: str, command: str, *, timeout: float = 60.0) -> tuple[int, str, str]:
+    def run(self, name: str, command: str, *, timeout: float = DEADLINE) -> tuple[int, str, str]:
         """Run ``command`` through the harvester's login shell over SSH: ``(rc, stdout, stderr)``.
 
         A fresh connection each time, so a previous ``link_down``/``stop_sshd`` leaves no
         stale state behind.  ``rc`` is -1 if the server sent no exit status.
         """
-        client = self.ssh(name, timeout=min(timeout, 10.0))
+        client = self.ssh(name, timeout=timeout)
         try:
             stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
             stdin.close()
@@ -707,7 +710,7 @@ class NetnsFarm(_Cleanable):
         argv: Sequence[str],
         *,
         check: bool = False,
-        timeout: float = 60.0,
+        timeout: float = DEADLINE,
         input: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
@@ -737,13 +740,13 @@ class NetnsFarm(_Cleanable):
         """Pull the harvester's cable: its bridge-side veth goes down (nothing reaches it)."""
         _run(["ip", "link", "set", self.host(name).veth_host_side, "down"])
 
-    def link_up(self, name: str, *, wait: bool = True, timeout: float = 10.0) -> None:
+    def link_up(self, name: str, *, wait: bool = True, timeout: float = DEADLINE) -> None:
         """Plug the cable back in; with ``wait``, until its sshd (if running) accepts again."""
         _run(["ip", "link", "set", self.host(name).veth_host_side, "up"])
         if wait and self.sshd_pid(name) is not None:
             self.wait_reachable(name, timeout=timeout)
 
-    def wait_reachable(self, name: str, *, timeout: float = 10.0) -> None:
+    def wait_reachable(self, name: str, *, timeout: float = DEADLINE) -> None:
         """Poll until the harvester's sshd accepts a TCP connection from the plotter."""
         h = self.host(name)
         deadline = time.monotonic() + timeout
@@ -788,7 +791,7 @@ class NetnsFarm(_Cleanable):
                 return False
             return (st.st_dev, st.st_ino) == ident and _pid_alive(pid)
 
-        for sig, grace in ((signal.SIGTERM, _TERM_GRACE), (signal.SIGKILL, _TERM_GRACE)):
+        for sig, grace in ((signal.SIGTERM, _TERM_GRACE), (signal.SIGKILL, DEADLINE)):
             if not still_ours():
                 return True
             try:
@@ -900,14 +903,17 @@ class NetnsFarm(_Cleanable):
         if below:
             problems.append(f"still mounted under {self.root} (unmount drives before leaving the farm): {below}")
             return
-        for attempt in range(5):
-            if self._mounts_at_root() <= self._root_mounts_before:
-                break
+        # Busy while the namespaces of the killed sshd sessions are still being torn down: retried
+        # until that is over, not a fixed number of times (a busy machine takes longer).
+        deadline = time.monotonic() + DEADLINE
+        delay = 0.05
+        while self._mounts_at_root() > self._root_mounts_before:
             proc = _run(["umount", str(self.root)], check=False)
             if proc.returncode == 0:
                 break
-            time.sleep(0.1 * (attempt + 1))
-        else:
-            problems.append(f"umount {self.root} kept failing")
-            return
+            if time.monotonic() > deadline:
+                problems.append(f"umount {self.root} kept failing: {proc.stderr.strip()}")
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
         self._bind_mounted = False
