@@ -9,6 +9,7 @@
 #   sudo scripts/fresh_debian_check.sh                   # one run
 #   sudo scripts/fresh_debian_check.sh --runs 3 --loaded 1
 #   sudo scripts/fresh_debian_check.sh --keep            # leave the last root for a look
+#   sudo scripts/fresh_debian_check.sh --ref v1.0        # a commit other than HEAD
 #
 # Why the mounts look as they do: inside a chroot `/` is not a mount point unless the root is
 # bind-mounted onto itself first (the drive discovery and `findmnt /` need it); /proc, /sys and
@@ -23,16 +24,18 @@ set -euo pipefail
 runs=1
 loaded=0
 keep=0
+ref=HEAD
 suite="bookworm"
 mirror="http://deb.debian.org/debian"
 workdir="/var/tmp"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) runs=${2:?--runs needs a number}; shift 2 ;;
         --loaded) loaded=${2:?--loaded needs a number}; shift 2 ;;
         --keep) keep=1; shift ;;
+        --ref) ref=${2:?--ref needs a commit}; shift 2 ;;
         --mirror) mirror=${2:?--mirror needs a URL}; shift 2 ;;
         --workdir) workdir=${2:?--workdir needs a directory}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -44,6 +47,8 @@ case "$runs$loaded" in *[!0-9]*) echo "fresh_debian_check: --runs and --loaded t
 [ "$(id -u)" -eq 0 ] || { echo "fresh_debian_check: needs root (debootstrap, chroot, loop devices)" >&2; exit 2; }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# Every run tests the same commit, even if the checkout moves on meanwhile.
+commit=$(git -C "$repo" rev-parse --verify "$ref^{commit}") || { echo "fresh_debian_check: no commit $ref" >&2; exit 2; }
 if ! command -v debootstrap >/dev/null; then
     echo "fresh_debian_check: installing debootstrap"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
@@ -129,6 +134,7 @@ one_run() {
         trust=(PIP_CERT=/etc/pm-fresh/host-ca-bundle.crt)
     fi
     git clone -q --no-local "$repo" "$root/root/project"
+    git -C "$root/root/project" checkout -q "$commit"
     echo "fresh_debian_check: run $n of $runs$([ "$load" = 1 ] && echo ", with a CPU hog on each of $(nproc) cores")," \
          "commit $(git -C "$root/root/project" rev-parse --short HEAD)"
     [ "$load" = 1 ] && start_hogs
