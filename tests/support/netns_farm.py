@@ -370,7 +370,7 @@ class NetnsFarm(_Cleanable):
         harvesters: Sequence[str],
         *,
         suffix: str | None = None,
-        lock_timeout: float = 240.0,
+        lock_timeout: float = 1800.0,  # another whole test run (a CI run in a fresh root, say) may hold the farm
         start_timeout: float = DEADLINE,
     ) -> None:
         names = list(harvesters)
