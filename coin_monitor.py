@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
-from utilities.coin_monitor_cli import run_coin_monitor  # noqa: E402
-from utilities.farm_log import KINDS  # noqa: E402
+from utilities.farmer.cli import run_coin_monitor  # noqa: E402
+from utilities.farmer.farm_log import KINDS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
-from utilities.harvester_cli import run_drive_manager  # noqa: E402
+from utilities.harvester.cli import run_drive_manager  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
-from utilities.local_move_run import run_move_local_plots  # noqa: E402
+from utilities.harvester.local_moves import run_move_local_plots  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

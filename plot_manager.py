@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
-from utilities.plotter_cli import run_plot_manager  # noqa: E402
+from utilities.plotter.cli import run_plot_manager  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

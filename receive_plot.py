@@ -5,7 +5,7 @@
                     [--bind ADDR] [--allow-from ADDR] [--] NAME SIZE PORT
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  The protocol and its
-lines are described in ``utilities/transfer.py``; in short::
+lines are described in ``utilities/transfer/sender.py``; in short::
 
     -> READY <port>      after checking everything and reserving SIZE bytes on the drive
     <- (SIZE bytes on a TCP connection to PORT, sent by ``nc -N``)
@@ -21,7 +21,7 @@ Safety rules, each for a plot-losing or farm-breaking failure seen in the wild:
   part file is removed.  Only SIGKILL (or a power cut) can leave it, and every later receiver
   on that directory removes part files no living receiver holds (an ``flock`` on the part file
   marks it alive; the kernel drops the lock when its process dies).  These part-file rules
-  live in ``utilities/part_files.py``: move_local_plots.py writes into the same directories.
+  live in ``utilities/transfer/part_files.py``: move_local_plots.py writes into the same directories.
 * The drive's space is reserved up front (``fallocate``) so a full disk fails in a second, not
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
 * Only a connection from the plotter's address is accepted: ``SSH_CLIENT``, plus the
@@ -61,11 +61,11 @@ if _REPO not in sys.path:
 
 import xxhash  # noqa: E402
 
-from utilities import part_files  # noqa: E402
-from utilities import transfer as proto  # noqa: E402
 from utilities.errors import PlotFileError  # noqa: E402
-from utilities.part_files import SPACE_MARGIN, part_name  # noqa: E402
 from utilities.plots import validate_plot_name  # noqa: E402
+from utilities.transfer import part_files  # noqa: E402
+from utilities.transfer import sender as proto  # noqa: E402
+from utilities.transfer.part_files import SPACE_MARGIN, part_name  # noqa: E402
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 # While data flows the receiver only reads the socket; when it stalls, this often (seconds) it
@@ -77,7 +77,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT)
 
 
 class Failure(Exception):
-    """A reason to stop: ``kind`` is one of utilities.transfer.ERROR_KINDS."""
+    """A reason to stop: ``kind`` is one of utilities.transfer.sender.ERROR_KINDS."""
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}")
@@ -308,7 +308,7 @@ class Receiver:
 
     def clean_stale_parts(self) -> None:
         """Remove part files left by dead receivers or local moves: each is a preallocated,
-        wasted plot slot (the rules are utilities/part_files.py's, shared with local moves)."""
+        wasted plot slot (the rules are utilities/transfer/part_files.py's, shared with local moves)."""
         assert self.dir_fd is not None
         try:
             entries = part_files.stale_part_candidates(self.dir_fd)

@@ -314,7 +314,7 @@ t_start = time.perf_counter()
 repo, config = sys.argv[1], sys.argv[2]
 sys.path.insert(0, repo)
 import drive_manager
-import utilities.cli as cli, utilities.harvester as harvester, utilities.harvester_cli as hcli
+import utilities.cli as cli, utilities.harvester.minute_pass as harvester, utilities.harvester.cli as hcli
 from utilities.state import StateDB
 t_imported = time.perf_counter()
 spent = {}
@@ -382,7 +382,7 @@ def warm_pass_phases(config: Path, runs: int, env: dict[str, str]) -> list[tuple
 
 def profile_warm_pass(config: Path) -> None:
     from utilities.config import load_settings
-    from utilities.harvester_cli import cron_pass
+    from utilities.harvester.cli import cron_pass
     from utilities.state import StateDB
 
     settings, config_path = load_settings(str(config))
@@ -522,7 +522,7 @@ def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
 
     def check_headers_cached() -> None:
         from utilities.config import load_settings
-        from utilities.harvester import scan_harvester
+        from utilities.harvester.minute_pass import scan_harvester
         from utilities.state import StateDB
 
         settings, _ = load_settings(str(config_path))

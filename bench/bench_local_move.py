@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: move_local_plots.py's copy (utilities/local_move.py move_plot) against cp, rsync and mv.
+"""Benchmark: move_local_plots.py's copy (utilities/transfer/local_copy.py move_plot) against cp, rsync and mv.
 
 The question: what does the safe local move (hashed while read, written to a flocked part file,
 write-back per 64 MiB window with sync_file_range, fsync, read back from the disk and hashed
@@ -113,7 +113,7 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
     """
     import xxhash
 
-    from utilities import local_move
+    from utilities.transfer import local_copy as local_move
 
     times: dict[str, float] = {}
     phase = ["setup"]
@@ -361,7 +361,7 @@ class Bench:
             self.cached_at_start.append(frac)
 
     def check(self, tool: str) -> None:
-        from utilities.transfer import hash_file
+        from utilities.transfer.sender import hash_file
 
         left = sorted(p.name for p in self.dest.iterdir() if p.name not in ("lost+found", self.master.name))
         if left:
@@ -411,8 +411,8 @@ class Bench:
         return Sample(wall, rss, cpu, extra={"move": float(row[0])})
 
     def write_reservation(self) -> None:
-        """What drive_manager.py's pass records for move_local_plots.py (utilities/harvester.py)."""
-        from utilities.local_move_settings import LOCAL_RECEIVE_KEY
+        """What drive_manager.py's pass records for move_local_plots.py (utilities/harvester/minute_pass.py)."""
+        from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
         from utilities.state import StateDB
 
         with StateDB(self.database) as db:
@@ -441,7 +441,7 @@ class Bench:
 
 def make_master(directory: Path, k: int) -> tuple[Path, str]:
     """The fake plot (header + AES-CTR keystream, as bench_transfer's), fsynced; and its xxh3-128."""
-    from utilities.transfer import hash_file
+    from utilities.transfer.sender import hash_file
 
     plot = make_source_plot(directory, k)
     return plot.path, hash_file(plot.path)[1]

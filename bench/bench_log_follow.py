@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.support.chia_log_writer import CHIA_2_5_7, ChiaLogWriter  # noqa: E402
-from utilities.coin_monitor_run import run_monitor  # noqa: E402
 from utilities.config import load_settings  # noqa: E402
+from utilities.farmer.monitor import run_monitor  # noqa: E402
 from utilities.notify import Notifier  # noqa: E402
 from utilities.state import StateDB  # noqa: E402
 

@@ -38,7 +38,7 @@ What it does (root only):
    * ``ours in-process``: ``remote.connect`` + ``send_plot(ParamikoExec(client), ...)`` called
      here with the same settings, timed from connect to the returned OK, with the phases
      (connect, receiver start until READY, stream until nc exits, VERIFY -> fsync -> rename ->
-     OK) taken apart by wrapping ``utilities.transfer.stream_file`` in this process only.
+     OK) taken apart by wrapping ``utilities.transfer.sender.stream_file`` in this process only.
    * ``rsync -e "ssh -F <farm ssh_config>" file chianas01:dest`` and ``scp -F <farm ssh_config>``,
      host-key checking on, timed until the command exits.
 

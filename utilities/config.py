@@ -21,12 +21,12 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from utilities.errors import ConfigError
-from utilities.farmer_settings import FarmerSettings
-from utilities.local_move_settings import LocalMoveSettings
 from utilities.notify import NotificationSettings
-from utilities.plot_job_settings import PlotJobSettings
 from utilities.plots import parse_plot_size_setting
-from utilities.settings_base import Section, check_plain_name, repeated
+from utilities.settings.base import Section, check_plain_name, repeated
+from utilities.settings.farmer import FarmerSettings
+from utilities.settings.local_moves import LocalMoveSettings
+from utilities.settings.plot_jobs import PlotJobSettings
 
 CONFIG_ENV = "PLOT_MANAGER_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/plot_manager/plot_manager.yaml")

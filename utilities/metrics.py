@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utilities.durable import fsync_directory
-from utilities.snapshot import HarvesterSnapshot, atomic_write_text
+from utilities.harvester_export import HarvesterSnapshot, atomic_write_text
 from utilities.state import TransferRecord
 
 __all__ = [

@@ -23,8 +23,8 @@ import yaml
 from tests.integration.test_cli import _dm
 from tests.support.harvester_env import harvester_config
 from tests.support.plotmaker import copy_plot
-from utilities.drives import DriveLocation, find_drive
 from utilities.errors import UsageError
+from utilities.harvester.drives import DriveLocation, find_drive
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
@@ -188,7 +188,7 @@ def test_check_config_warns_about_a_config_others_can_read(tmp_path: Path) -> No
 def test_a_file_name_cannot_forge_a_log_line(farm: Path) -> None:
     """A plot name carrying a newline, a carriage return and a terminal escape is refused by
     the plot finder, and its refusal is logged on one line with those characters escaped."""
-    forged = "2030-01-01 00:00:00,000 utilities.plotter:1 ERROR forged"
+    forged = "2030-01-01 00:00:00,000 utilities.plotter.sending:1 ERROR forged"
     (good,) = (farm / "plots").iterdir()
     bad = farm / "plots" / f"{good.name}\n{forged}\r\x1b[2K.plot"
     good.rename(bad)

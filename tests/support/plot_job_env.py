@@ -19,7 +19,7 @@ import yaml
 
 from tests.support.fake_plotter import encode_puzzle_hash, install_fake_plotters
 from tests.support.waiting import DEADLINE, wait_until
-from utilities.plot_jobs.processes import CREATE_TIME_TOLERANCE
+from utilities.plotter.jobs.processes import CREATE_TIME_TOLERANCE
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from utilities.harvester_export import DriveSummary, HarvesterSnapshot
 from utilities.metrics import (
     escape_label_value,
     format_value,
@@ -15,7 +16,6 @@ from utilities.metrics import (
     plotter_metrics,
     write_textfile,
 )
-from utilities.snapshot import DriveSummary, HarvesterSnapshot
 from utilities.state import TransferRecord
 
 PLOT = 108_837_056_512

@@ -1,0 +1,1 @@
+"""Farmer role: following chia's logs for coins, blocks and farm health."""

@@ -1,0 +1,148 @@
+"""The farm at a glance (-fr) and the farm-wide UUID search (-uuid), from harvester exports.
+
+This harvester's live snapshot plus every other harvester's export (fetched in parallel over
+SSH). A harvester that is down or answers garbage is shown as such; it never breaks the report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from utilities.errors import UsageError
+from utilities.harvester.reports import WIDTH, banner, report_line
+from utilities.harvester_export import TIB, HarvesterSnapshot
+
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}")
+
+
+@dataclass(frozen=True)
+class FarmView:
+    harvesters: dict[str, HarvesterSnapshot]
+    problems: dict[str, str]  # harvester -> why it is missing from the totals
+
+
+def build_view(local: HarvesterSnapshot, remote: Mapping[str, HarvesterSnapshot | Exception]) -> FarmView:
+    harvesters = {local.hostname: local}
+    problems = {}
+    for name, answer in sorted(remote.items()):
+        if name == local.hostname:
+            continue
+        if isinstance(answer, Exception):  # a RemoteError saying why
+            problems[name] = str(answer)
+        else:
+            harvesters[name] = answer
+    return FarmView(harvesters, problems)
+
+
+def farm_totals(view: FarmView) -> dict[str, Any]:
+    """Pure: the farm-wide figures of the report."""
+    snaps = list(view.harvesters.values())
+    per_day = sum(s.plots_last_24h for s in snaps)
+    slots = sum(s.slots_until_full for s in snaps)
+    og = sum(s.og_plots for s in snaps)
+    chia_known = [s.chia_plots for s in snaps if s.chia_plots is not None]
+    plot_tib = sum(s.plots_last_24h * s.plot_size_bytes for s in snaps) / TIB
+    replacing = any(s.extra.get("replace_non_pool_plots") for s in snaps)
+    return {
+        "plots": sum(s.total_plots for s in snaps),
+        "og_plots": og,
+        "pool_plots": sum(s.pool_plots for s in snaps),
+        "chia_plots": sum(chia_known) if chia_known else None,
+        "chia_tib": round(sum(s.chia_tib or 0 for s in snaps), 1) if chia_known else None,
+        "drives": sum(s.drive_count for s in snaps),
+        "slots_until_full": slots,
+        "max_plots": sum(s.max_plots for s in snaps),
+        "plots_last_24h": per_day,
+        "plots_per_hour": round(per_day / 24, 1),
+        "tib_per_day": round(plot_tib, 2),
+        "days_to_fill": round((slots + (og if replacing else 0)) / per_day, 1) if per_day else None,
+        "replacing": replacing,
+        "harvesters": len(snaps),
+        "unreachable": dict(view.problems),
+    }
+
+
+def farm_report_text(view: FarmView) -> str:
+    totals = farm_totals(view)
+    lines = banner("Farm Wide Plot Report")
+    rows: list[tuple[str, object]] = [
+        ("Total Number of Plots on Farm:", totals["plots"]),
+        ("Total Number of Plots Chia is Farming:", totals["chia_plots"]),
+        ("Total Amount of Drive Space (TiB) Chia is Farming:", totals["chia_tib"]),
+        ("Total Number of Systemwide Plots Drives:", totals["drives"]),
+        ("Total Number of Plots until full:", totals["slots_until_full"]),
+        ("Maximum # of plots when full:", totals["max_plots"]),
+        ("Plots completed in the last 24 Hours:", totals["plots_last_24h"]),
+        ("Average Plots per Hour:", totals["plots_per_hour"]),
+        ("Average Plotting Speed Last 24 Hours (TiB/Day):", totals["tib_per_day"]),
+        (
+            "Appx Number of Days to fill/replace plots/drives:" if totals["replacing"]
+            else "Appx Number of Days to fill all current plot drives:",
+            totals["days_to_fill"],
+        ),
+    ]
+    lines += [report_line(label, value) for label, value in rows]
+    for name, snap in view.harvesters.items():
+        lines += banner(f"{name} Harvester Report")
+        section: list[tuple[str, object]] = []
+        if snap.extra.get("replace_non_pool_plots"):
+            section += [
+                ("Replace Non-Pool Plots:", "Active"),
+                (f"Total Number of OLD Plots on {name}:", snap.og_plots),
+                (f"Total Number of PORTABLE Plots on {name}:", snap.pool_plots),
+            ]
+        per_day = snap.plots_last_24h
+        days = (snap.og_plots / per_day if snap.extra.get("replace_non_pool_plots") else snap.days_to_fill) if per_day else None
+        section += [
+            (f"Total number of plots on {name}:", snap.total_plots),
+            ("Plots completed in the last 24 hours:", per_day),
+            ("Average Plotting Speed Last 24 Hours (Tib/Day):", round(snap.tib_per_day, 2)),
+            (
+                f"Appx # of Days to replace all plots on {name}:" if snap.extra.get("replace_non_pool_plots")
+                else "Appx # of Days to fill all drives on this harvester:",
+                round(days, 1) if days is not None else None,
+            ),
+        ]
+        lines += [report_line(label, value) for label, value in section]
+    for name, reason in view.problems.items():
+        lines += banner(f"{name} Harvester Report")
+        lines.append(f"UNREACHABLE: {reason}"[:200])
+    lines.append("#" * WIDTH)
+    return "\n".join(lines)
+
+
+def farm_report_data(view: FarmView) -> dict[str, Any]:
+    return {
+        "totals": farm_totals(view),
+        "harvesters": {name: snap.to_dict() for name, snap in view.harvesters.items()},
+    }
+
+
+def validate_uuid(text: str) -> str:
+    if not _UUID_RE.fullmatch(text.strip()):
+        raise UsageError(f"-uuid: {text!r} is not a filesystem UUID (like fa1eb1f5-ff48-4fcd-b4d1-be2e556654ad)")
+    return text.strip().lower()
+
+
+def find_uuid(view: FarmView, uuid: str) -> tuple[str, str] | None:
+    """(harvester, mountpoint) of the drive with this filesystem UUID, or None."""
+    for name, snap in view.harvesters.items():
+        for drive in snap.drives:
+            if drive.uuid and drive.uuid.lower() == uuid:
+                return name, drive.mountpoint
+    return None
+
+
+def uuid_report_text(uuid: str, found: tuple[str, str] | None, problems: Mapping[str, str]) -> str:
+    lines = banner("UUID Search Report")
+    lines.append(f"UUID:          {uuid}")
+    if found:
+        lines += ["Status:        LOCATED", f"Harvester:     {found[0]}", f"Mount Point:   {found[1]}"]
+    else:
+        lines.append("Status:        NOT LOCATED")
+        lines += [f"Not searched:  {name} ({reason})"[:200] for name, reason in problems.items()]
+    lines.append("#" * WIDTH)
+    return "\n".join(lines)

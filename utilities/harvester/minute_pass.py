@@ -1,0 +1,397 @@
+"""The harvester's minute job: scan, decide, then act (script, export, alerts).
+
+Order matters for safety: everything is scanned and decided first (pure functions over the
+snapshot), and only then do we touch the receive script, the export file and the notifiers. A
+failing notifier is logged by the notifier and never stops the pass. The one change made while
+scanning is the removal of part files dead writers left (utilities/harvester/stale_parts.py): the free
+slots every decision starts from must include the room it wins back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from utilities.config import Settings
+from utilities.farmer.chia_log import last_farming_status
+from utilities.harvester.drives import (
+    DriveLocation,
+    DriveState,
+    UuidLookup,
+    choose_local_receive_target,
+    choose_receive_target,
+    discover_drives,
+    probe_uuids,
+    scan_drives,
+)
+from utilities.harvester.reports import format_health, format_size, format_temperature
+from utilities.harvester.smart import SmartInfo, read_many, read_smart
+from utilities.harvester.stale_parts import RemovedPart, removed_last_day, sweep_stale_parts
+from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
+from utilities.metrics import harvester_metrics, write_textfile
+from utilities.notify import Notification, Notifier
+from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
+from utilities.state import StateDB
+
+log = logging.getLogger(__name__)
+
+RECEIVE_KEY = "receive_drive"
+TEMPERATURE_CHECK_KEY = "last_temperature_check"
+UUID_CACHE_KEY = "uuid_cache"
+TEMPERATURES_KEY = "last_temperatures"
+DIR_MTIMES_KEY = "plot_dir_mtimes"
+# The drive reserved for move_local_plots.py: {name, mountpoint, device, receive_dir, replace,
+# decided_at}; {"decided_at": ...} alone when no drive has room.
+
+
+@dataclass
+class Scan:
+    """Drives as found now, with the snapshot built from them."""
+
+    locations: list[DriveLocation]
+    states: list[DriveState]
+    snapshot: HarvesterSnapshot
+    headers_read: int
+    parts_removed: list[RemovedPart] = field(default_factory=list)  # by this scan (cron pass only)
+
+
+@dataclass
+class PassOutcome:
+    snapshot: HarvesterSnapshot
+    previous_drive: str | None
+    chosen_drive: str | None
+    change_deferred: bool = False
+    alerts: list[str] = field(default_factory=list)
+    local_drive: str | None = None  # reserved for move_local_plots.py (local_moves.enabled)
+
+
+def receive_lock_path(settings: Settings) -> Path:
+    return settings.state_path / "receive.lock"
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _cached_uuid_lookup(db: StateDB) -> UuidLookup:
+    """blkid probes read superblocks (and may wake a disk): ask once per device per boot."""
+
+    def lookup(devices: Sequence[str]) -> dict[str, str]:
+        boot = _boot_id()
+        cache = db.get(UUID_CACHE_KEY) or {}
+        known = cache.get("uuids", {}) if cache.get("boot_id") == boot else {}
+        missing = [d for d in devices if d not in known]
+        if missing:
+            found = probe_uuids(missing)
+            known = {**known, **{d: found.get(d) for d in missing}}  # misses too: no re-probing
+            db.set(UUID_CACHE_KEY, {"boot_id": boot, "uuids": known})
+        return {d: known[d] for d in devices if known.get(d)}
+
+    return lookup
+
+
+def _recorded_local_drive(settings: Settings, db: StateDB) -> dict[str, object]:
+    """The drive the last pass reserved for local plots (only with local moves on), so a
+    report shows it as it shows the receive drive."""
+    if not settings.harvester.local_moves.enabled:
+        return {}
+    local = db.get(LOCAL_RECEIVE_KEY) or {}
+    return {"local_receive_drive": local.get("name"), "local_replaces_old_plots": bool(local.get("replace"))}
+
+
+def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *, sweep_parts: bool = False) -> Scan:
+    """Discover and scan the drives, keep the header cache current, and build the snapshot.
+
+    The snapshot's receive drive is the one the current receive script points at, so a report
+    shows where plots really go right now. With ``sweep_parts`` (the cron pass; reports only
+    look) part files left by dead writers are removed first and their drives re-measured, so
+    this very snapshot, and the receive-drive choice made from it, has the slots won back.
+    """
+    now = time.time() if now is None else now
+    locations = discover_drives(settings.harvester.drive_discovery, uuid_lookup=_cached_uuid_lookup(db))
+    cache = db.load_headers()
+    known_dirs = db.get(DIR_MTIMES_KEY) or {}
+    result = scan_drives(locations, cache, now, known_dirs)
+    if result.header_upserts or result.header_deletes:
+        db.update_headers(result.header_upserts, result.header_deletes)
+    if result.dir_mtimes != known_dirs:
+        db.set(DIR_MTIMES_KEY, result.dir_mtimes)
+    states, removed = (
+        sweep_stale_parts(result.drives, result.dir_mtimes, db, now) if sweep_parts else (result.drives, [])
+    )
+    offline = db.offline_drives()
+    plot_size = settings.plot_size_bytes
+    summaries = tuple(
+        summarise_drive(s, plot_size, settings.harvester.reserve_slots, s.name in offline)
+        for s in states
+    )
+    current = db.get(RECEIVE_KEY) or {}
+    chia = last_farming_status(settings.chia_log_path)
+    snapshot = HarvesterSnapshot(
+        hostname=settings.hostname,
+        generated_at=now,
+        plot_size_bytes=plot_size,
+        drives=summaries,
+        receive_drive=current.get("name"),
+        receive_dir=current.get("receive_dir"),
+        chia_plots=chia.total_plots if chia else None,
+        chia_plots_at=chia.timestamp.timestamp() if chia else None,
+        chia_bytes=getattr(chia, "total_size_bytes", None) if chia else None,
+        extra={
+            "replace_non_pool_plots": settings.harvester.replace_non_pool_plots,
+            "receive_replaces_old_plots": bool(current.get("replace")),
+            **_recorded_local_drive(settings, db),
+        },
+        stale_parts=removed_last_day(db, now),
+    )
+    return Scan(locations, states, snapshot, result.headers_read, removed)
+
+
+def new_drive_notification(
+    snap: HarvesterSnapshot, previous: str | None, chosen: DriveLocation, smart: SmartInfo | None
+) -> Notification:
+    drive = snap.drive(chosen.name)
+    prev = snap.drive(previous)
+    context = {
+        "hostname": snap.hostname,
+        "time": datetime.fromtimestamp(snap.generated_at).strftime("%H:%M:%S"),
+        "previous_drive": prev.mountpoint if prev else previous,
+        "previous_drive_plots": prev.plot_count if prev else None,
+        "new_drive_mountpoint": chosen.mountpoint,
+        "new_drive_device": chosen.device,
+        "drive_size": format_size(drive.total_bytes) if drive else None,
+        "free_slots": drive.free_slots if drive else None,
+        "serial": smart.serial if smart else None,
+        "temperature": format_temperature(smart),
+        "health": format_health(smart),
+        "total_plots": snap.total_plots,
+        "drive_count": snap.drive_count,
+        "slots_until_full": snap.slots_until_full,
+        "max_plots": snap.max_plots,
+        "days_to_fill": snap.days_to_fill,
+    }
+    was = prev.mountpoint if prev else (previous or "none")
+    return Notification(
+        event="new_plot_drive",
+        subject=f"{snap.hostname}: new plot drive {chosen.mountpoint}",
+        short_text=f"Plot Drive Updated on {snap.hostname}: Was: {was}, Now: {chosen.mountpoint}",
+        context=context,
+        template="new_plot_drive",
+    )
+
+
+def _update_receive_drive(
+    settings: Settings, config_path: Path, db: StateDB, scan: Scan, notifier: Notifier, outcome: PassOutcome
+) -> None:
+    # Only the cron pass writes receive_plot.sh; the reports that share this module need not
+    # import its renderer (and jinja2 with it).
+    from utilities.harvester.receive_script import install_receive_script, render_receive_script, same_script
+
+    snap = scan.snapshot
+    offline = {d.name for d in snap.drives if d.offline}
+    h = settings.harvester
+    chosen_state, replace = choose_receive_target(
+        scan.states, offline, settings.plot_size_bytes, h.reserve_slots, h.receive_drive_policy,
+        replace=h.replace_non_pool_plots, fill_empty_first=h.fill_empty_drives_first,
+        low_water_mark=h.empty_drives_low_water_mark,
+    )
+    chosen = chosen_state.location if chosen_state else None
+    outcome.chosen_drive = chosen.name if chosen else None
+    script_path = settings.receive_script_path
+    wanted = (chosen.receive_dir if chosen else None, replace)
+    text = render_receive_script(
+        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at, replace=replace,
+        idle_timeout=settings.harvester.receive_idle_timeout_seconds,
+    )
+    recorded = db.get(RECEIVE_KEY) or {}
+    # Compare whole scripts (less the time stamp): a changed setting rewrites it too.
+    if same_script(script_path, text) and (recorded.get("receive_dir"), bool(recorded.get("replace"))) == wanted:
+        log.debug("receive drive unchanged: %s", chosen.mountpoint if chosen else "none")
+        return
+    if not install_receive_script(script_path, text, receive_lock_path(settings)):
+        outcome.change_deferred = True
+        log.info("a transfer is being received; receive drive change to %s deferred", wanted[0])
+        return
+    record = (
+        {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir, "replace": replace}
+        if chosen else {}
+    )
+    db.set(RECEIVE_KEY, record)
+    log.info("receive drive: %s -> %s", outcome.previous_drive, chosen.mountpoint if chosen else "none")
+    # The snapshot must show the drive the script now points at.
+    scan.snapshot = dataclasses.replace(
+        snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"),
+        extra={**snap.extra, "receive_replaces_old_plots": bool(record.get("replace"))},
+    )
+    if chosen is not None and chosen.name != outcome.previous_drive:
+        smart = read_smart(
+            settings.smart_device(chosen.name, chosen.mountpoint, chosen.device), smartctl=settings.harvester.smartctl
+        )
+        notifier.send(new_drive_notification(scan.snapshot, outcome.previous_drive, chosen, smart))
+
+
+def _update_local_drive(settings: Settings, db: StateDB, scan: Scan, outcome: PassOutcome) -> None:
+    """Reserve the drive move_local_plots.py copies to (only with harvester.local_moves.enabled).
+
+    Chosen after the network receive drive, never the same one while another drive has room
+    (the current and a deferred new receive drive both count as the network's). Written every
+    pass with its time, so move_local_plots.py can tell a fresh choice from a stale one.
+    """
+    h = settings.harvester
+    if not h.local_moves.enabled:
+        return
+    snap = scan.snapshot
+    offline = {d.name for d in snap.drives if d.offline}
+    chosen, replace = choose_local_receive_target(
+        scan.states, offline, settings.plot_size_bytes, (snap.receive_drive, outcome.chosen_drive),
+        h.reserve_slots, h.receive_drive_policy, replace=h.replace_non_pool_plots,
+        fill_empty_first=h.fill_empty_drives_first, low_water_mark=h.empty_drives_low_water_mark,
+    )
+    record: dict[str, object] = {"decided_at": snap.generated_at}
+    if chosen is not None:
+        loc = chosen.location
+        record.update(name=loc.name, mountpoint=loc.mountpoint, device=loc.device, receive_dir=loc.receive_dir,
+                      replace=replace)
+    previous = db.get(LOCAL_RECEIVE_KEY) or {}
+    db.set(LOCAL_RECEIVE_KEY, record)
+    outcome.local_drive = chosen.name if chosen else None
+    if (previous.get("name"), bool(previous.get("replace"))) != (outcome.local_drive, replace):
+        log.info("local plot drive: %s -> %s%s", previous.get("name"), chosen.location.mountpoint if chosen else "none",
+                 " (may replace old OG plots)" if replace else "")
+    scan.snapshot = dataclasses.replace(
+        snap, extra={**snap.extra, "local_receive_drive": outcome.local_drive, "local_replaces_old_plots": replace},
+    )
+
+
+def decide_alerts(snap: HarvesterSnapshot, settings: Settings) -> dict[str, tuple[bool, str]]:
+    """Pure: which latching alert conditions hold now (key -> (active, detail))."""
+    low_water = settings.harvester.alerts.free_slots_low_water
+    slots = snap.slots_until_full
+    return {
+        "no_receive_drive": (snap.receive_drive is None, f"{snap.drive_count} plot drives, none with a free slot"),
+        "drives_filling": (0 < slots <= low_water, f"{slots} plot slots left (alert at {low_water})"),
+    }
+
+
+def read_drive_smart(settings: Settings, drives: Sequence[DriveSummary]) -> dict[str, SmartInfo]:
+    """SMART for each drive, keyed by drive name; each disk is read once, sleeping disks are not woken."""
+    disks = {d.name: settings.smart_device(d.name, d.mountpoint, d.device) for d in drives}
+    by_disk = read_many(sorted(set(disks.values())), smartctl=settings.harvester.smartctl)
+    return {name: by_disk[disk] for name, disk in disks.items()}
+
+
+ALERT_SUBJECTS = {
+    "no_receive_drive": "no plot drive can receive plots",
+    "drives_filling": "plot drives are filling up",
+}
+
+
+def hot_drives(
+    drives: Sequence[DriveSummary], smart: dict[str, SmartInfo], limit_c: int
+) -> dict[str, tuple[bool, str]]:
+    """Pure: per-drive temperature alert conditions (a drive in standby is not hot)."""
+    result = {}
+    for drive in drives:
+        info = smart.get(drive.name)
+        temp = info.temperature_c if info and info.state == "active" else None
+        result[f"temperature:{drive.name}"] = (
+            temp is not None and temp >= limit_c,
+            f"{drive.name} ({drive.device}) at {temp}°C, limit {limit_c}°C",
+        )
+    return result
+
+
+def _send_alerts(
+    settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome
+) -> dict[str, int | None]:
+    """Latching alerts; returns the latest drive temperatures (read every few minutes only)."""
+    for key, (active, detail) in decide_alerts(snap, settings).items():
+        if db.alert_transition(key, active, detail):
+            outcome.alerts.append(key)
+            notifier.send(
+                Notification(
+                    event=key,
+                    subject=f"{snap.hostname}: {ALERT_SUBJECTS[key]}",
+                    short_text=f"{snap.hostname}: {detail}",
+                    context={"hostname": snap.hostname, "detail": detail, "slots_until_full": snap.slots_until_full},
+                    template=None,
+                )
+            )
+    interval = settings.harvester.alerts.temperature_check_minutes * 60
+    last = db.get(TEMPERATURE_CHECK_KEY, 0.0)
+    if snap.generated_at - last < interval:
+        return db.get(TEMPERATURES_KEY, {})
+    db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
+    mounted = [d for d in snap.drives if d.mounted]
+    smart = read_drive_smart(settings, mounted)
+    limit = settings.harvester.alerts.temperature_limit_c
+    newly_hot = []
+    for key, (active, detail) in hot_drives(mounted, smart, limit).items():
+        if db.alert_transition(key, active, detail):
+            newly_hot.append(key.partition(":")[2])
+    if newly_hot:
+        outcome.alerts.append("drive_temperature")
+        rows = [
+            {"mountpoint": d.mountpoint, "device": d.device, "serial": smart[d.name].serial,
+             "temperature": smart[d.name].temperature_c, "limit": limit}
+            for d in mounted if d.name in newly_hot
+        ]
+        notifier.send(
+            Notification(
+                event="drive_temperature",
+                subject=f"{snap.hostname}: {len(rows)} plot drive(s) at or above {limit}°C",
+                short_text=f"{snap.hostname}: hot drives: " + ", ".join(f"{r['mountpoint']} {r['temperature']}°C" for r in rows),
+                context={"hostname": snap.hostname, "drives": rows},
+                template="drive_temperature",
+            )
+        )
+    temperatures = {name: info.temperature_c if info.state == "active" else None for name, info in smart.items()}
+    db.set(TEMPERATURES_KEY, temperatures)
+    return temperatures
+
+
+def run_harvester_pass(
+    settings: Settings, config_path: Path, db: StateDB, notifier: Notifier, now: float | None = None
+) -> PassOutcome:
+    """One cron pass. The caller holds the drive_manager lock."""
+    scan = scan_harvester(settings, db, now, sweep_parts=True)
+    outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
+    _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
+    _update_local_drive(settings, db, scan, outcome)
+    outcome.snapshot = scan.snapshot
+    write_export(scan.snapshot, settings.export_path)
+    temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    if settings.harvester.metrics_dir is not None:
+        write_textfile(settings.harvester.metrics_dir, "plot_manager_harvester", harvester_metrics(scan.snapshot, temperatures))
+    log.debug(
+        "pass done: %d drives, %d plots, %d headers read, %d stale part files removed", scan.snapshot.drive_count,
+        scan.snapshot.total_plots, scan.headers_read, len(scan.parts_removed),
+    )
+    return outcome
+
+def summarise_drive(state: DriveState, plot_size: int, reserve_slots: int, offline: bool) -> DriveSummary:
+    loc = state.location
+    return DriveSummary(
+        name=loc.name,
+        mountpoint=loc.mountpoint,
+        device=loc.device,
+        uuid=loc.uuid,
+        fstype=loc.fstype,
+        total_bytes=state.total_bytes,
+        free_bytes=state.free_bytes,
+        plots_og=state.plots_og,
+        plots_pool=state.plots_pool,
+        plots_unknown=state.plots_unknown,
+        plots_last_24h=state.plots_last_24h,
+        free_slots=state.free_slots(plot_size, reserve_slots) if state.mounted else 0,
+        offline=offline,
+        mounted=state.mounted,
+    )

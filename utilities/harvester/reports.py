@@ -1,0 +1,235 @@
+"""Render the harvester reports (-pr, -ct, daily) as text and JSON from one snapshot.
+
+The labels follow the original tool's reports so a farmer's habits (and grep patterns) carry
+over; the numbers all come from ``HarvesterSnapshot`` so screen, email and JSON always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from utilities.harvester.smart import SmartInfo
+from utilities.harvester_export import TIB, DriveSummary, HarvesterSnapshot
+
+WIDTH = 60
+
+
+def banner(title: str, width: int = WIDTH) -> list[str]:
+    """A '#' rule, the title centred inside '#', and another rule."""
+    rule = "#" * width
+    return [rule, f" {title} ".center(width, "#"), rule]
+
+
+def report_line(label: str, value: object, width: int = WIDTH) -> str:
+    """``Label:`` left, value right-aligned to ``width`` (at least one space between)."""
+    text = "n/a" if value is None else str(value)
+    gap = max(1, width - len(label) - len(text))
+    return f"{label}{' ' * gap}{text}"
+
+
+def format_temperature(info: SmartInfo | None) -> str:
+    if info is None or info.state == "unavailable":
+        return "n/a"
+    if info.state == "standby":
+        return "standby"
+    return f"{info.temperature_c}°C" if info.temperature_c is not None else "n/a"
+
+
+def format_health(info: SmartInfo | None) -> str:
+    if info is None or info.state == "unavailable":
+        return "n/a"
+    if info.state == "standby":
+        return "standby"
+    return info.health or "n/a"
+
+
+def format_size(num_bytes: int) -> str:
+    value = float(num_bytes)
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if value < 1024 or unit == "P":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{int(value)}B"
+        value /= 1024
+    return f"{value:.1f}P"
+
+
+def binary_size(num_bytes: float) -> str:
+    """Sizes in messages and tables people read: "512 B", "1.5 GiB", "3.2 TiB"."""
+    value = float(num_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
+def plot_size_label(setting: str | int) -> str:
+    """How reports name the capacity unit: "k32", "k32-c5", or the configured byte size."""
+    return setting if isinstance(setting, str) and not setting.isdigit() else format_size(int(setting))
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def local_drive_data(snap: HarvesterSnapshot) -> dict[str, Any]:
+    """The drive reserved for move_local_plots.py, as the harvester pass recorded it in the
+    snapshot; empty when local moves are off (the pass then records no such key)."""
+    if "local_receive_drive" not in snap.extra:
+        return {}
+    local = snap.drive(snap.extra["local_receive_drive"])
+    return {
+        "local_receive_drive": local.name if local else None,
+        "local_receive_mountpoint": local.mountpoint if local else None,
+        "local_receive_device": local.device if local else None,
+        "local_replaces_old_plots": bool(snap.extra.get("local_replaces_old_plots")) if local else False,
+    }
+
+
+def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -> dict[str, Any]:
+    """The -pr figures as plain data: the JSON output, and the source of the text layout."""
+    receive = snap.drive(snap.receive_drive)
+    return {
+        "hostname": snap.hostname,
+        "generated_at": datetime.fromtimestamp(snap.generated_at).isoformat(timespec="seconds"),
+        "total_plots": snap.total_plots,
+        "og_plots": snap.og_plots,
+        "pool_plots": snap.pool_plots,
+        "unknown_plots": snap.total_plots - snap.og_plots - snap.pool_plots,
+        "chia_plots": snap.chia_plots,
+        "chia_tib": _round(snap.chia_tib, 1),
+        "plot_tib_on_disk": round(sum(d.total_bytes - d.free_bytes for d in snap.drives) / TIB, 2),
+        "drive_count": snap.drive_count,
+        "offline_drives": [d.name for d in snap.drives if d.offline],
+        "slots_until_full": snap.slots_until_full,
+        "max_plots": snap.max_plots,
+        "plots_last_24h": snap.plots_last_24h,
+        "plots_per_hour": round(snap.plots_per_hour, 1),
+        "tib_per_day": round(snap.tib_per_day, 2),
+        "days_to_fill": snap.days_to_fill,
+        "plot_size_bytes": snap.plot_size_bytes,
+        "receive_drive": snap.receive_drive,
+        "receive_mountpoint": receive.mountpoint if receive else None,
+        "receive_device": receive.device if receive else None,
+        "receive_temperature": format_temperature(receive_smart) if receive else None,
+        "receive_health": format_health(receive_smart) if receive else None,
+        "receive_serial": receive_smart.serial if receive and receive_smart else None,
+        **local_drive_data(snap),
+        "stale_parts_removed_24h": snap.stale_parts.files,
+        "stale_part_bytes_freed_24h": snap.stale_parts.bytes,
+        "drives": [d.__dict__ for d in snap.drives],
+    }
+
+
+def stale_parts_text(files: int, freed: int) -> str:
+    """-pr's "Stale Part Files Removed" value: "0", or "2 (200.0 GiB freed)"."""
+    return f"{files} ({binary_size(freed)} freed)" if files else "0"
+
+
+def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
+    host = data["hostname"]
+    lines = banner(f"{host} Plot Report")
+    rows: list[tuple[str, object]] = [(f"Total Number of Plots on {host}:", data["total_plots"])]
+    rows += [
+        (f"Total Number of OLD Plots on {host}:", data["og_plots"]),
+        (f"Total Number of PORTABLE Plots on {host}:", data["pool_plots"]),
+        ("Total Number of Plots Chia is Farming:", data["chia_plots"]),
+        ("Total Amount of Drive Space (TiB) Chia is Farming:", data["chia_tib"]),
+        ("Total Number of Systemwide Plots Drives:", data["drive_count"]),
+        ("Offline Plot Drives:", ", ".join(data["offline_drives"]) or "none"),
+        (f"Total Number of {size_label} Plots until full:", data["slots_until_full"]),
+        ("Maximum # of plots when full:", data["max_plots"]),
+        ("Plots completed in the last 24 Hours:", data["plots_last_24h"]),
+        ("Average Plots per Hours:", data["plots_per_hour"]),
+        ("Average Plotting Speed Last 24 Hours (TiB/Day):", data["tib_per_day"]),
+        ("Appx Number of Days to fill all current plot drives:", data["days_to_fill"]),
+        ("Current Plot Storage Drive:", data["receive_device"] or "NONE - no drive has room"),
+        ("Current Plot Storage Mountpoint:", data["receive_mountpoint"]),
+        ("Temperature of Current Plot Drive:", data["receive_temperature"]),
+        ("Latest Smart Drive Assessment of Plot Drive:", data["receive_health"]),
+    ]
+    if "local_receive_drive" in data:  # harvester.local_moves.enabled
+        rows += [
+            ("Current Local Plot Storage Drive:", data["local_receive_device"] or "NONE - no drive has room"),
+            ("Current Local Plot Storage Mountpoint:", data["local_receive_mountpoint"]),
+        ]
+    rows.append(("Stale Part Files Removed (24 h):",
+                 stale_parts_text(data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"])))
+    lines += [report_line(label, value) for label, value in rows]
+    lines.append("#" * WIDTH)
+    return "\n".join(lines)
+
+
+def temperature_rows(
+    drives: Sequence[DriveSummary], smart: Mapping[str, SmartInfo], limit_c: int
+) -> list[dict[str, Any]]:
+    """One row per drive for -ct; ``hot`` marks drives at or above the configured limit."""
+    rows = []
+    for drive in drives:
+        info = smart.get(drive.name)
+        temp = info.temperature_c if info is not None and info.state == "active" else None
+        rows.append(
+            {
+                "drive": drive.name,
+                "mountpoint": drive.mountpoint,
+                "device": drive.device,
+                "disk": info.disk if info else None,
+                "serial": info.serial if info else None,
+                "state": info.state if info else "unavailable",
+                "temperature_c": temp,
+                "health": info.health if info else None,
+                "hot": temp is not None and temp >= limit_c,
+            }
+        )
+    return rows
+
+
+def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], limit_c: int) -> str:
+    from tabulate import tabulate  # only -ct prints a table; the cron pass need not import it
+
+    table = tabulate(
+        [
+            [
+                r["serial"] or "n/a",
+                r["device"],
+                r["drive"],
+                "standby" if r["state"] == "standby" else (f"{r['temperature_c']}°C" if r["temperature_c"] is not None else "n/a"),
+                "HOT" if r["hot"] else "",
+            ]
+            for r in rows
+        ],
+        headers=["Serial#", "Device", "Drive", "Temp", f">= {limit_c}°C"],
+        tablefmt="simple",
+    )
+    width = max([WIDTH] + [len(line) for line in table.splitlines()])
+    return "\n".join(banner(f"{hostname} Temperature Report", width) + [table, "#" * width])
+
+
+def daily_report_context(data: Mapping[str, Any], smart: SmartInfo | None) -> dict[str, Any]:
+    """The template context of the daily report email (see templates/daily_report.*.j2)."""
+    receive_total = next(
+        (d["total_bytes"] for d in data["drives"] if d["name"] == data["receive_drive"]), None
+    )
+    return {
+        "hostname": data["hostname"],
+        "time": data["generated_at"],
+        "receive_drive_mountpoint": data["receive_mountpoint"],
+        "receive_drive_device": data["receive_device"],
+        "receive_drive_size": format_size(receive_total) if receive_total else None,
+        "serial": data["receive_serial"],
+        "temperature": data["receive_temperature"],
+        "health": data["receive_health"],
+        "total_plots": data["total_plots"],
+        "og_plots": data["og_plots"],
+        "pool_plots": data["pool_plots"],
+        "drive_count": data["drive_count"],
+        "slots_until_full": data["slots_until_full"],
+        "max_plots": data["max_plots"],
+        "chia_plots": data["chia_plots"],
+        "chia_tib": data["chia_tib"],
+        "plots_last_24h": data["plots_last_24h"],
+        "plots_per_hour": data["plots_per_hour"],
+        "tib_per_day": data["tib_per_day"],
+        "days_to_fill": data["days_to_fill"],
+    }

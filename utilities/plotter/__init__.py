@@ -1,0 +1,1 @@
+"""Plotter role: finding finished plots, choosing a harvester, sending, plot jobs."""

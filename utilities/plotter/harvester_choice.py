@@ -1,0 +1,58 @@
+"""Which harvester gets the next plot: pure decisions over the harvesters' exports.
+
+The plotter reads every harvester's export (written each minute by its drive_manager.py), drops
+the ones it cannot trust (unreachable, garbage, stale, nowhere to receive), and sends to the one
+with the most room for the configured priority, counting plots already on their way to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from utilities.harvester_export import HarvesterSnapshot
+
+
+@dataclass(frozen=True)
+class HarvesterChoice:
+    name: str
+    room: int
+    snapshot: HarvesterSnapshot
+
+
+
+def room_for_plots(snapshot: HarvesterSnapshot, priority: str) -> int:
+    """How many more plots the harvester can take: free slots, plus old OG plots in replace mode."""
+    room = snapshot.slots_until_full
+    if priority == "replace" and snapshot.extra.get("replace_non_pool_plots"):
+        room += sum(d.plots_og for d in snapshot.online_drives)
+    return room
+
+
+def usable_reason(snapshot: HarvesterSnapshot, now: float, max_age_seconds: float) -> str | None:
+    """Why a parsed export cannot be used now, or None when it can."""
+    age = now - snapshot.generated_at
+    if age > max_age_seconds:
+        return f"export is {age / 60:.0f} minutes old (is drive_manager.py running from cron?)"
+    if snapshot.receive_drive is None:
+        return "no drive can receive plots"
+    return None
+
+
+def choose_harvester(
+    snapshots: Mapping[str, HarvesterSnapshot],
+    priority: str,
+    in_flight: Mapping[str, int] | None = None,
+    only: str | None = None,
+) -> HarvesterChoice | None:
+    """The harvester with the most room after the plots already being sent to it; ties go to
+    the first name in sorted order, so the choice is deterministic."""
+    in_flight = in_flight or {}
+    best: HarvesterChoice | None = None
+    for name in sorted(snapshots):
+        if only is not None and name != only:
+            continue
+        room = room_for_plots(snapshots[name], priority) - in_flight.get(name, 0)
+        if room >= 1 and (best is None or room > best.room):
+            best = HarvesterChoice(name, room, snapshots[name])
+    return best

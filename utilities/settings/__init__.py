@@ -1,0 +1,1 @@
+"""Every config section, one file per section, on one base class."""
