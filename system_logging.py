@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-LOGGING_YAML = Path(__file__).resolve().parent / "config" / "logging.yaml"
-
+from utilities.install_paths import LOGGING_YAML
 
 # C0 and C1 control characters (newline, carriage return, escape, ...) and the Unicode line and
 # paragraph separators: anything a terminal or a line-based log reader would act on.
