@@ -7,16 +7,14 @@ snapshot, so a report can never disagree with what the program did. The export i
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from utilities import __version__
+from utilities.durable import atomic_write
 
 EXPORT_SCHEMA = 1
 TIB = 1024**4
@@ -219,22 +217,6 @@ def parse_export(raw: bytes, expected_name: str) -> HarvesterSnapshot:
     return snapshot
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write to a temporary file in the same directory, fsync, rename: readers see old or new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_export(snapshot: HarvesterSnapshot, path: Path) -> None:
-    atomic_write_text(path, json.dumps(snapshot.to_dict(), indent=1, sort_keys=True) + "\n")
+    """Write the export for plotters and farm reports: atomically, mode 0644, durable."""
+    atomic_write(path, json.dumps(snapshot.to_dict(), indent=1, sort_keys=True) + "\n", mode=0o644, make_parents=True)

@@ -11,15 +11,14 @@ Samples carry no timestamps (the textfile collector rejects them); the time of t
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utilities.durable import fsync_directory
-from utilities.harvester_export import HarvesterSnapshot, atomic_write_text
+from utilities.durable import atomic_write
+from utilities.harvester_export import HarvesterSnapshot
 from utilities.state import TransferRecord
 
 __all__ = [
@@ -242,7 +241,7 @@ def plotter_metrics(hostname: str, records: Sequence[TransferRecord], now: float
 def write_textfile(directory: Path, name: str, text: str) -> Path:
     """Atomically write ``directory/name.prom`` (mode 0644) and return its path.
 
-    ``snapshot.atomic_write_text`` writes a hidden temporary file in the same directory
+    ``durable.atomic_write`` writes a hidden temporary file in the same directory
     (node_exporter only reads ``*.prom``), fsyncs it and renames it over the target, so a reader
     sees the old file or the new one, never a part; the directory is then fsynced so the rename
     survives a crash. ``name`` may be given with or without the ``.prom`` suffix.
@@ -253,7 +252,5 @@ def write_textfile(directory: Path, name: str, text: str) -> Path:
         raise ValueError(f"invalid textfile name {name!r}")
     directory = Path(directory)
     target = directory / f"{name}.prom"
-    atomic_write_text(target, text)  # its temporary name does not end in .prom
-    with contextlib.suppress(OSError):  # make the rename durable; not every filesystem allows it
-        fsync_directory(directory)
+    atomic_write(target, text, mode=0o644, make_parents=True)  # its temporary name does not end in .prom
     return target

@@ -1,9 +1,10 @@
 """Write ``receive_plot.sh``, the script a plotter starts over SSH to receive one plot.
 
-drive_manager.py rewrites it each time the receive drive changes. The rewrite is atomic (a
-half-written script must never run) and happens only while no transfer is being received: every
-receiver holds a shared ``flock`` on the receive lock for its whole run, and the rewrite needs the
-exclusive lock, so a busy harvester simply keeps the old script until the next minute.
+drive_manager.py rewrites it each time the receive drive changes. The rewrite is atomic and
+durable (a half-written script must never run, nor an old one come back after a power cut) and
+happens only while no transfer is being received: every receiver holds a shared ``flock`` on the
+receive lock for its whole run, and the rewrite needs the exclusive lock, so a busy harvester
+simply keeps the old script until the next minute.
 """
 
 from __future__ import annotations
@@ -15,19 +16,16 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from utilities.config import INSTALL_DIR
+from utilities.durable import atomic_write
 from utilities.errors import LockBusy
 from utilities.harvester.drives import DriveLocation
-from utilities.harvester_export import atomic_write_text
+from utilities.install_paths import RECEIVER, TEMPLATES_DIR
 from utilities.locking import exclusive_lock
-
-TEMPLATE_DIR = INSTALL_DIR / "templates"
-RECEIVER = INSTALL_DIR / "receive_plot.py"
 
 
 def _environment() -> Environment:
     env = Environment(
-        loader=FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # a shell script: quoting is done by shell_quote, explicitly
@@ -76,7 +74,7 @@ def install_receive_script(path: Path, text: str, lock_file: Path) -> bool:
     """Atomically replace the script unless a transfer is being received; True when written."""
     try:
         with exclusive_lock(lock_file, "a plot transfer into this harvester"):
-            atomic_write_text(path, text, mode=0o755)
+            atomic_write(path, text, mode=0o755, make_parents=True)
             return True
     except LockBusy:
         return False
