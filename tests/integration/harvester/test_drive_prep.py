@@ -17,51 +17,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.drive_prep_samples import CHIA_CONFIG, FSTAB_BEFORE
 from tests.support.loopdrives import mounts, requires_root_and_loop, requires_xfs, umount
 from utilities.errors import DriveError
-from utilities.harvester.drive_prep import (
-    PreparedDrive,
-    add_plot_directory,
-    next_free_mountpoint,
-    plan_plot_directory_edit,
-    prepare_drive,
-)
+from utilities.harvester.drive_prep import PreparedDrive, prepare_drive
+from utilities.harvester.drive_registration import add_plot_directory
 
 requires_parted = pytest.mark.skipif(
     shutil.which("parted") is None or shutil.which("partx") is None or shutil.which("wipefs") is None,
     reason="parted/partx/wipefs missing (scripts/bootstrap.sh dev installs parted)",
 )
-
-FSTAB_BEFORE = (
-    "# /etc/fstab: static file system information.\n"
-    "UUID=11111111-2222-3333-4444-555555555555 / ext4 errors=remount-ro 0 1\n"
-    "tmpfs /tmp tmpfs defaults 0 0\n"
-)
-
-CHIA_CONFIG = """\
-# chia config excerpt
-daemon_port: 55400
-logging: &id001
-  log_filename: log/debug.log
-  log_level: WARNING  # keep it quiet
-  log_stdout: false
-harvester:
-  chia_ssl_ca:
-    crt: config/ssl/ca/chia_ca.crt
-    key: config/ssl/ca/chia_ca.key
-  logging: *id001
-  num_threads: 30
-  parallel_read: true
-  plot_directories:
-  - /mnt/enclosure0/front/column0/drive0
-  # old drive kept for reference
-  - /mnt/enclosure0/front/column0/drive1
-  port: 8448
-  recursive_plot_scan: false
-farmer:
-  logging: *id001
-  port: 8447
-"""
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -278,42 +243,11 @@ def test_unexpected_chia_config_is_refused_before_erasing(
     _assert_refused(device, env, "by hand")
 
 
-# --- pure helpers (no devices needed, but kept here with the feature) ---------------------------
-
-
 def test_not_a_block_device_is_refused(tmp_path: Path, env: dict[str, Path]) -> None:
     plain = tmp_path / "plain.img"
     plain.write_bytes(b"\0" * 4096)
     with pytest.raises(DriveError, match=f"{plain}: refusing: not a block device"):
         prepare_drive(str(plain), layout_root=env["layout"], fstype="ext4", fstab=env["fstab"], confirm=_yes)
-
-
-def test_next_free_mountpoint(env: dict[str, Path]) -> None:
-    assert next_free_mountpoint(env["layout"]) == env["layout"] / "drive4"
-    env["fstab"].write_text(FSTAB_BEFORE + f"UUID=x {env['layout']}/drive9 xfs defaults,nofail 0 0\n")
-    assert next_free_mountpoint(env["layout"], env["fstab"]) == env["layout"] / "drive10"
-    assert next_free_mountpoint(env["layout"] / "missing") == env["layout"] / "missing" / "drive1"
-
-
-def test_plot_directory_edit_variants() -> None:
-    # chia's initial config has an empty flow list: becomes a one-item block list.
-    text = "harvester:\n  plot_directories: []\n  port: 8448\nfarmer: {}\n"
-    new = plan_plot_directory_edit(text, "/mnt/drive1")
-    assert new == "harvester:\n  plot_directories:\n  - /mnt/drive1\n  port: 8448\nfarmer: {}\n"
-    # null value, indented-list style, last key of the section, CRLF line endings.
-    assert plan_plot_directory_edit("harvester:\n  plot_directories:\nx: 1\n", "/a") == (
-        "harvester:\n  plot_directories:\n  - /a\nx: 1\n"
-    )
-    assert plan_plot_directory_edit("harvester:\n  plot_directories:\n    - /a\n", "/b b") == (
-        "harvester:\n  plot_directories:\n    - /a\n    - /b b\n"
-    )
-    assert plan_plot_directory_edit("harvester:\r\n  plot_directories:\r\n  - /a\r\n", "/b") == (
-        "harvester:\r\n  plot_directories:\r\n  - /a\r\n  - /b\r\n"
-    )
-    assert plan_plot_directory_edit(CHIA_CONFIG, "/mnt/enclosure0/front/column0/drive1") is None
-    for bad in ("harvester:\n  port: 1\n", "harvester: {plot_directories: []}\n", "farmer:\n  x: 1\n"):
-        with pytest.raises(DriveError, match="by hand"):
-            plan_plot_directory_edit(bad, "/a")
 
 
 def test_drive_manager_prepares_a_new_disk_and_the_next_cron_run_receives_on_it(
