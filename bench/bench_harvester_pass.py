@@ -445,8 +445,8 @@ def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
 
     from tests.support.harvester_env import harvester_config
     from tests.support.tmpfs_drives import TmpfsDrives
-    from utilities.config import DriveDiscoverySettings
     from utilities.plots import parse_plot_size_setting
+    from utilities.settings.harvester import DriveDiscoverySettings
 
     tmp, stack = scratch.work, scratch.stack  # the mounted drives go on the stack
     plot_size = parse_plot_size_setting("k32")

@@ -1,4 +1,7 @@
-"""Load and validate the one YAML config every role script shares.
+"""Load and validate the one YAML config every role script shares, into its root ``Settings``.
+
+``Settings`` is the whole file: its top-level keys, one section class each from
+``utilities/settings/`` (one file per section), and the derived paths every role uses.
 
 The YAML file belongs to the farmer: we only ever read it (the original rewrote it on every state
 change, losing comments and racing overlapping cron runs). Everything the program learns lives in
@@ -23,177 +26,20 @@ from pydantic import Field, ValidationError, field_validator
 from utilities.errors import ConfigError
 from utilities.notify import NotificationSettings
 from utilities.plots import parse_plot_size_setting
-from utilities.settings.base import Section, check_plain_name, repeated
+from utilities.settings.base import Section, check_plain_name
+from utilities.settings.farm import FarmSettings
 from utilities.settings.farmer import FarmerSettings
-from utilities.settings.local_moves import LocalMoveSettings
-from utilities.settings.plot_jobs import PlotJobSettings
+from utilities.settings.harvester import HarvesterSettings
+from utilities.settings.log import LogSettings
+from utilities.settings.plotter import PlotterSettings
+from utilities.settings.sentry import SentrySettings
 
 CONFIG_ENV = "PLOT_MANAGER_CONFIG"
 DEFAULT_CONFIG = Path("~/.config/plot_manager/plot_manager.yaml")
 CONFIG_VERSION = 1
-INSTALL_DIR = Path(__file__).resolve().parent.parent
 
 
-_Section = Section
-
-
-class LogSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    directory: Path | None = None  # default: <state_dir>/logs
-    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
-    backup_count: int = Field(default=5, ge=0)
-
-
-class SentrySettings(_Section):
-    dsn: str | None = None
-    environment: str = "production"
-
-
-class DriveDiscoverySettings(_Section):
-    # Shell-style globs (fnmatch) on psutil's device and mountpoint of each mounted filesystem.
-    device_patterns: tuple[str, ...] = (
-        "/dev/sd*",
-        "/dev/nvme*",
-        "/dev/mapper/*",
-        "/dev/dm-*",
-        "/dev/md*",
-        "/dev/vd*",
-    )
-    mountpoint_patterns: tuple[str, ...] = ("/mnt/enclosure*/*/column*/drive*",)
-    # Directories given as globs, like chia's own plot_directories; one drive per filesystem.
-    plot_directories: tuple[str, ...] = ()
-    # Filesystem types never taken as plot drives, whatever the patterns say.
-    exclude_fstypes: tuple[str, ...] = ("proc", "sysfs", "devtmpfs", "squashfs", "overlay")
-
-
-class HarvesterAlertSettings(_Section):
-    # Alert once when the free plot slots of all online drives drop to this many or fewer.
-    free_slots_low_water: int = Field(default=50, ge=0)
-    # A drive at or above this temperature (Celsius) is marked in -ct and alerted once.
-    temperature_limit_c: int = Field(default=50, ge=20, le=90)
-    # How often the cron run reads drive temperatures (SMART costs time on big JBODs).
-    temperature_check_minutes: int = Field(default=10, ge=0)  # 0: every run
-
-
-class DrivePrepSettings(_Section):
-    # New drives are mounted at the next free <layout_root>/driveN.
-    layout_root: Path | None = None
-    fstype: Literal["xfs", "ext4"] = "xfs"
-    fstab: Path = Path("/etc/fstab")
-    # Devices never to be touched, whatever is asked (system disks, ...).
-    protected_devices: tuple[str, ...] = ()
-    # chia's config.yaml: the new mountpoint is added to harvester.plot_directories when set.
-    chia_config: Path | None = None
-
-
-class HarvesterSettings(_Section):
-    drive_discovery: DriveDiscoverySettings = DriveDiscoverySettings()
-    # fill_in_order: fill drives one by one in natural mountpoint order; most_free: spread out.
-    receive_drive_policy: Literal["fill_in_order", "most_free"] = "fill_in_order"
-    # Plot slots kept free on each drive (room for filesystem growth); 0 fills drives completely.
-    reserve_slots: int = Field(default=0, ge=0)
-    # Where drive_manager.py writes the script the plotter starts over SSH.
-    receive_script: Path = INSTALL_DIR / "receive_plot.sh"
-    # Where the harvester export (JSON snapshot for plotters and farm reports) is written.
-    export_file: Path | None = None  # default: <state_dir>/export/harvester.json
-    # chia's debug.log, read for the number of plots chia itself is farming.
-    chia_log: Path = Path("~/.chia/mainnet/log/debug.log")
-    smartctl: str = "smartctl"
-    # A receiver gives up (and removes its partial file) when no byte arrives for this long.
-    receive_idle_timeout_seconds: float = Field(default=120, gt=0, le=86400)
-    # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
-    # more than one); with fill_empty_drives_first, free space is filled first until the free
-    # slots of all drives fall to empty_drives_low_water_mark.
-    replace_non_pool_plots: bool = False
-    fill_empty_drives_first: bool = True
-    empty_drives_low_water_mark: int = Field(default=0, ge=0)
-    # Disk to ask for SMART data per drive (name or mountpoint -> device), where the mounted
-    # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
-    smart_devices: dict[str, str] = {}
-    alerts: HarvesterAlertSettings = HarvesterAlertSettings()
-    # node_exporter textfile collector directory for Prometheus metrics (off when unset).
-    metrics_dir: Path | None = None
-    drive_prep: DrivePrepSettings = DrivePrepSettings()
-    # move_local_plots.py: plots made on this harvester, moved onto its own plot drives.
-    local_moves: LocalMoveSettings = LocalMoveSettings()
-
-
-class SshSettings(_Section):
-    # The plotter's private key and the known_hosts file that pins every harvester's host key
-    # (host keys are always checked; add them with ssh-keyscan after checking fingerprints).
-    key_file: Path | None = None  # default: the SSH agent and ~/.ssh/id_* keys
-    known_hosts: Path = Path("~/.ssh/known_hosts")
-    connect_timeout_seconds: float = Field(default=10, gt=0)
-
-
-class HarvesterTarget(_Section):
-    """One harvester the plotter may send plots to."""
-
-    name: str = Field(min_length=1)
-    host: str = Field(min_length=1)  # address for SSH (control)
-    # Address the plot data goes to, if different (e.g. a dedicated 10GbE network).
-    data_host: str | None = None
-    ssh_port: int = Field(default=22, ge=1, le=65535)
-    user: str = "root"
-    # The harvester's receive_plot.sh (written by its drive_manager.py) and its export file.
-    receive_script: str = "plot_manager/receive_plot.sh"
-    export_file: str = ".local/state/plot_manager/export/harvester.json"
-    enabled: bool = True
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_plain(cls, value: str) -> str:
-        return check_plain_name(value)
-
-
-class TransferSettings(_Section):
-    # TCP ports the receivers listen on: port_base .. port_base + port_count - 1.
-    port_base: int = Field(default=4040, ge=1024, le=65000)
-    port_count: int = Field(default=100, ge=1, le=1000)
-    # Plots sent at once (to different harvesters, or drives); 1 is the original's behaviour.
-    max_concurrent_transfers: int = Field(default=1, ge=1, le=32)
-    # Abort a transfer when no byte moved for this long (a dropped link never hangs a run).
-    idle_timeout_seconds: float = Field(default=60, gt=0)
-    # Tell the farmer after this many failed attempts at the same plot.
-    failures_before_alert: int = Field(default=3, ge=1)
-    # How the plot bytes leave the plotter: "nc" pipes them into netcat; "python" writes the
-    # same raw TCP stream from plot_manager.py itself, which skips a pipe hop (bench/: faster
-    # on a busy plotter). The receiver takes either.
-    stream_with: Literal["nc", "python"] = "python"
-    # Prefix "portable." to the name of pool plots on the harvester (as the original did).
-    portable_prefix: bool = False
-    # A harvester export older than this is not trusted (its drive_manager.py cron is not running).
-    max_export_age_minutes: float = Field(default=10, gt=0)
-
-
-class FarmSettings(_Section):
-    """The other harvesters of the farm: where the plotter sends plots, and what -fr/-uuid ask."""
-
-    harvesters: tuple[HarvesterTarget, ...] = ()
-    ssh: SshSettings = SshSettings()
-
-    @field_validator("harvesters")
-    @classmethod
-    def _unique_names(cls, value: tuple[HarvesterTarget, ...]) -> tuple[HarvesterTarget, ...]:
-        duplicates = repeated(h.name for h in value)
-        if duplicates:
-            raise ValueError(f"harvester names must be unique, repeated: {', '.join(duplicates)}")
-        return value
-
-
-class PlotterSettings(_Section):
-    # Where finished plots appear (globs, like chia's plot directories).
-    plot_directories: tuple[str, ...] = ()
-    # fill: the harvester with the most free slots; replace: the most replaceable old OG plots.
-    priority: Literal["fill", "replace"] = "fill"
-    transfer: TransferSettings = TransferSettings()
-    # node_exporter textfile collector directory for Prometheus metrics (off when unset).
-    metrics_dir: Path | None = None
-    # Plot jobs this plotter starts, watches and stops (plot_manager.py --jobs ...).
-    jobs: PlotJobSettings = PlotJobSettings()
-
-
-class Settings(_Section):
+class Settings(Section):
     """The whole validated config. Paths are expanded (``~``) and made absolute."""
 
     config_version: Literal[1] = CONFIG_VERSION

@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import paramiko
 
-from utilities.config import FarmSettings, HarvesterTarget, SshSettings
 from utilities.harvester_export import HarvesterSnapshot, parse_export
+from utilities.settings.farm import FarmSettings, HarvesterTarget, SshSettings
 
 T = TypeVar("T")
 

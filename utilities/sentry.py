@@ -7,7 +7,7 @@ config secrets), no hostname, no request bodies.
 from __future__ import annotations
 
 from utilities import __version__
-from utilities.config import SentrySettings
+from utilities.settings.sentry import SentrySettings
 
 
 def init_sentry(settings: SentrySettings, role: str) -> bool:

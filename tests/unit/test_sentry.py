@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import sentry_sdk
 
-from utilities.config import SentrySettings
 from utilities.sentry import init_sentry
+from utilities.settings.sentry import SentrySettings
 
 
 def test_no_dsn_means_no_sentry() -> None:

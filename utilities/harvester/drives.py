@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import psutil
 from natsort import natsorted
 
-from utilities.config import DriveDiscoverySettings
 from utilities.errors import DriveError, PlotFileError, UsageError
 from utilities.plots import is_finished_plot_name, read_plot_header
+from utilities.settings.harvester import DriveDiscoverySettings
 from utilities.state import CachedHeader
 
 DAY_SECONDS = 24 * 3600

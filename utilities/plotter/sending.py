@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utilities.config import HarvesterTarget, Settings
+from utilities.config import Settings
 from utilities.errors import ConfigError, LockBusy, PlotFileError, UsageError
 from utilities.harvester_export import HarvesterSnapshot
 from utilities.locking import exclusive_lock
@@ -25,6 +25,7 @@ from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot, finished_plots
 from utilities.plotter.harvester_choice import choose_harvester, usable_reason
 from utilities.remote import RemoteError, connect, fetch_exports
+from utilities.settings.farm import HarvesterTarget
 from utilities.state import StateDB, TransferRecord
 from utilities.transfer.sender import ParamikoExec, TransferError, TransferResult, delete_source_after_ok, send_plot
 

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from utilities.config import DriveDiscoverySettings
 from utilities.errors import DriveError
 from utilities.harvester.drives import (
     DriveLocation,
@@ -15,6 +14,7 @@ from utilities.harvester.drives import (
     mount_of,
     select_plot_mounts,
 )
+from utilities.settings.harvester import DriveDiscoverySettings
 
 GB = 10**9
 PLOT = 100 * GB

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from utilities.config import HarvesterTarget, Settings
+from utilities.config import Settings
 from utilities.errors import UsageError
 from utilities.remote import CommandResult, RemoteError, connect, fan_out, run
+from utilities.settings.farm import HarvesterTarget
 from utilities.settings.plot_jobs import RemotePlotter
 
 REMOTE_TIMEOUT_SECONDS = 120

@@ -1,0 +1,85 @@
+"""The ``harvester:`` config section (drive_manager.py): which drives hold plots, how plots are
+received onto them, alerts, metrics and preparing new drives.
+
+Its ``local_moves:`` subsection (move_local_plots.py) lives in ``settings/local_moves.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from utilities.install_paths import DEFAULT_RECEIVE_SCRIPT
+from utilities.settings.base import Section
+from utilities.settings.local_moves import LocalMoveSettings
+
+
+class DriveDiscoverySettings(Section):
+    # Shell-style globs (fnmatch) on psutil's device and mountpoint of each mounted filesystem.
+    device_patterns: tuple[str, ...] = (
+        "/dev/sd*",
+        "/dev/nvme*",
+        "/dev/mapper/*",
+        "/dev/dm-*",
+        "/dev/md*",
+        "/dev/vd*",
+    )
+    mountpoint_patterns: tuple[str, ...] = ("/mnt/enclosure*/*/column*/drive*",)
+    # Directories given as globs, like chia's own plot_directories; one drive per filesystem.
+    plot_directories: tuple[str, ...] = ()
+    # Filesystem types never taken as plot drives, whatever the patterns say.
+    exclude_fstypes: tuple[str, ...] = ("proc", "sysfs", "devtmpfs", "squashfs", "overlay")
+
+
+class HarvesterAlertSettings(Section):
+    # Alert once when the free plot slots of all online drives drop to this many or fewer.
+    free_slots_low_water: int = Field(default=50, ge=0)
+    # A drive at or above this temperature (Celsius) is marked in -ct and alerted once.
+    temperature_limit_c: int = Field(default=50, ge=20, le=90)
+    # How often the cron run reads drive temperatures (SMART costs time on big JBODs).
+    temperature_check_minutes: int = Field(default=10, ge=0)  # 0: every run
+
+
+class DrivePrepSettings(Section):
+    # New drives are mounted at the next free <layout_root>/driveN.
+    layout_root: Path | None = None
+    fstype: Literal["xfs", "ext4"] = "xfs"
+    fstab: Path = Path("/etc/fstab")
+    # Devices never to be touched, whatever is asked (system disks, ...).
+    protected_devices: tuple[str, ...] = ()
+    # chia's config.yaml: the new mountpoint is added to harvester.plot_directories when set.
+    chia_config: Path | None = None
+
+
+class HarvesterSettings(Section):
+    drive_discovery: DriveDiscoverySettings = DriveDiscoverySettings()
+    # fill_in_order: fill drives one by one in natural mountpoint order; most_free: spread out.
+    receive_drive_policy: Literal["fill_in_order", "most_free"] = "fill_in_order"
+    # Plot slots kept free on each drive (room for filesystem growth); 0 fills drives completely.
+    reserve_slots: int = Field(default=0, ge=0)
+    # Where drive_manager.py writes the script the plotter starts over SSH.
+    receive_script: Path = DEFAULT_RECEIVE_SCRIPT
+    # Where the harvester export (JSON snapshot for plotters and farm reports) is written.
+    export_file: Path | None = None  # default: <state_dir>/export/harvester.json
+    # chia's debug.log, read for the number of plots chia itself is farming.
+    chia_log: Path = Path("~/.chia/mainnet/log/debug.log")
+    smartctl: str = "smartctl"
+    # A receiver gives up (and removes its partial file) when no byte arrives for this long.
+    receive_idle_timeout_seconds: float = Field(default=120, gt=0, le=86400)
+    # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
+    # more than one); with fill_empty_drives_first, free space is filled first until the free
+    # slots of all drives fall to empty_drives_low_water_mark.
+    replace_non_pool_plots: bool = False
+    fill_empty_drives_first: bool = True
+    empty_drives_low_water_mark: int = Field(default=0, ge=0)
+    # Disk to ask for SMART data per drive (name or mountpoint -> device), where the mounted
+    # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
+    smart_devices: dict[str, str] = {}
+    alerts: HarvesterAlertSettings = HarvesterAlertSettings()
+    # node_exporter textfile collector directory for Prometheus metrics (off when unset).
+    metrics_dir: Path | None = None
+    drive_prep: DrivePrepSettings = DrivePrepSettings()
+    # move_local_plots.py: plots made on this harvester, moved onto its own plot drives.
+    local_moves: LocalMoveSettings = LocalMoveSettings()
