@@ -40,7 +40,7 @@ from utilities.harvester.drive_registration import (
     plan_plot_directory_edit,
     unescape_field,
 )
-from utilities.harvester.reports import binary_size
+from utilities.text import binary_size
 
 FSTYPES = ("xfs", "ext4")
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from utilities.errors import UsageError
-from utilities.harvester.reports import WIDTH, banner, report_line
 from utilities.harvester_export import TIB, HarvesterSnapshot
+from utilities.text import REPORT_WIDTH, banner, report_line
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}")
 
@@ -110,7 +110,7 @@ def farm_report_text(view: FarmView) -> str:
     for name, reason in view.problems.items():
         lines += banner(f"{name} Harvester Report")
         lines.append(f"UNREACHABLE: {reason}"[:200])
-    lines.append("#" * WIDTH)
+    lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 
 
@@ -144,5 +144,5 @@ def uuid_report_text(uuid: str, found: tuple[str, str] | None, problems: Mapping
     else:
         lines.append("Status:        NOT LOCATED")
         lines += [f"Not searched:  {name} ({reason})"[:200] for name, reason in problems.items()]
-    lines.append("#" * WIDTH)
+    lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)

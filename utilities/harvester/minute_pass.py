@@ -29,7 +29,7 @@ from utilities.harvester.drives import (
     probe_uuids,
     scan_drives,
 )
-from utilities.harvester.reports import format_health, format_size, format_temperature
+from utilities.harvester.reports import format_health, format_temperature
 from utilities.harvester.smart import SmartInfo, read_many, read_smart
 from utilities.harvester.stale_parts import RemovedPart, removed_last_day, sweep_stale_parts
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
@@ -37,6 +37,7 @@ from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
+from utilities.text import format_size
 
 log = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 The labels follow the original tool's reports so a farmer's habits (and grep patterns) carry
 over; the numbers all come from ``HarvesterSnapshot`` so screen, email and JSON always agree.
+The line shapes, sizes and temperatures are ``utilities/text.py``'s, shared with every report.
 """
 
 from __future__ import annotations
@@ -12,56 +13,26 @@ from typing import Any
 
 from utilities.harvester.smart import SmartInfo
 from utilities.harvester_export import TIB, DriveSummary, HarvesterSnapshot
-
-WIDTH = 60
-
-
-def banner(title: str, width: int = WIDTH) -> list[str]:
-    """A '#' rule, the title centred inside '#', and another rule."""
-    rule = "#" * width
-    return [rule, f" {title} ".center(width, "#"), rule]
-
-
-def report_line(label: str, value: object, width: int = WIDTH) -> str:
-    """``Label:`` left, value right-aligned to ``width`` (at least one space between)."""
-    text = "n/a" if value is None else str(value)
-    gap = max(1, width - len(label) - len(text))
-    return f"{label}{' ' * gap}{text}"
+from utilities.text import (
+    MISSING,
+    REPORT_WIDTH,
+    banner,
+    binary_size,
+    format_size,
+    health_text,
+    report_line,
+    temperature_text,
+)
 
 
 def format_temperature(info: SmartInfo | None) -> str:
-    if info is None or info.state == "unavailable":
-        return "n/a"
-    if info.state == "standby":
-        return "standby"
-    return f"{info.temperature_c}°C" if info.temperature_c is not None else "n/a"
+    """The drive's temperature as every report shows it ("41°C", "standby", ``n/a``)."""
+    return MISSING if info is None else temperature_text(info.state, info.temperature_c)
 
 
 def format_health(info: SmartInfo | None) -> str:
-    if info is None or info.state == "unavailable":
-        return "n/a"
-    if info.state == "standby":
-        return "standby"
-    return info.health or "n/a"
-
-
-def format_size(num_bytes: int) -> str:
-    value = float(num_bytes)
-    for unit in ("B", "K", "M", "G", "T", "P"):
-        if value < 1024 or unit == "P":
-            return f"{value:.1f}{unit}" if unit != "B" else f"{int(value)}B"
-        value /= 1024
-    return f"{value:.1f}P"
-
-
-def binary_size(num_bytes: float) -> str:
-    """Sizes in messages and tables people read: "512 B", "1.5 GiB", "3.2 TiB"."""
-    value = float(num_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} PiB"
+    """The drive's SMART health as every report shows it ("PASSED", "standby", ``n/a``)."""
+    return MISSING if info is None else health_text(info.state, info.health)
 
 
 def plot_size_label(setting: str | int) -> str:
@@ -157,7 +128,7 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
     rows.append(("Stale Part Files Removed (24 h):",
                  stale_parts_text(data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"])))
     lines += [report_line(label, value) for label, value in rows]
-    lines.append("#" * WIDTH)
+    lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 
 
@@ -194,7 +165,7 @@ def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], li
                 r["serial"] or "n/a",
                 r["device"],
                 r["drive"],
-                "standby" if r["state"] == "standby" else (f"{r['temperature_c']}°C" if r["temperature_c"] is not None else "n/a"),
+                temperature_text(r["state"], r["temperature_c"]),
                 "HOT" if r["hot"] else "",
             ]
             for r in rows
@@ -202,7 +173,7 @@ def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], li
         headers=["Serial#", "Device", "Drive", "Temp", f">= {limit_c}°C"],
         tablefmt="simple",
     )
-    width = max([WIDTH] + [len(line) for line in table.splitlines()])
+    width = max([REPORT_WIDTH] + [len(line) for line in table.splitlines()])
     return "\n".join(banner(f"{hostname} Temperature Report", width) + [table, "#" * width])
 
 

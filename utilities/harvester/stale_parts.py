@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 import psutil
 
 from utilities.harvester.drives import DriveState
-from utilities.harvester.reports import binary_size
 from utilities.harvester_export import PartsRemoved
 from utilities.state import StateDB
+from utilities.text import binary_size
 from utilities.transfer import part_files
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from utilities.harvester.reports import WIDTH, plot_report_data, plot_report_text
+from utilities.harvester.reports import plot_report_data, plot_report_text
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot
+from utilities.text import REPORT_WIDTH
 
 PLOT = 100 * 2**30
 
@@ -31,7 +32,7 @@ def test_local_plot_drive_is_reported_when_local_moves_are_on() -> None:
     assert json.loads(json.dumps(data))["local_receive_drive"] == "drive1"
     text = plot_report_text(data, "k32")
     local = _line(text, "Current Local Plot Storage Drive:")
-    assert local.endswith(" /dev/sdc") and len(local) == WIDTH  # right-aligned like every report line
+    assert local.endswith(" /dev/sdc") and len(local) == REPORT_WIDTH  # right-aligned like every report line
     assert _line(text, "Current Local Plot Storage Mountpoint:").endswith(" /mnt/enclosure0/drive1")
     assert _line(text, "Current Plot Storage Drive:").endswith(" /dev/sdb")  # the network's, unchanged
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from utilities.harvester.reports import WIDTH, plot_report_data, plot_report_text, stale_parts_text
+from utilities.harvester.reports import plot_report_data, plot_report_text, stale_parts_text
 from utilities.harvester.stale_parts import (
     MAX_REMEMBERED,
     WINDOW_SECONDS,
@@ -24,6 +24,7 @@ from utilities.harvester.stale_parts import (
     tally,
 )
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, PartsRemoved
+from utilities.text import REPORT_WIDTH
 from utilities.transfer import part_files
 
 NAME = "plot-k32-2021-05-01-00-00-" + "d" * 64 + ".plot"
@@ -108,7 +109,7 @@ def test_plot_report_shows_the_figures() -> None:
     data = plot_report_data(_snapshot(PartsRemoved(files=2, bytes=int(200.5 * 2**30))), None)
     assert (data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"]) == (2, int(200.5 * 2**30))
     line = next(li for li in plot_report_text(data, "k32").splitlines() if li.startswith("Stale Part Files Removed"))
-    assert line.endswith(" 2 (200.5 GiB freed)") and len(line) == WIDTH
+    assert line.endswith(" 2 (200.5 GiB freed)") and len(line) == REPORT_WIDTH
     assert stale_parts_text(0, 0) == "0"
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from utilities.harvester.reports import binary_size
 from utilities.plotter.jobs.store import JobRecord
+from utilities.text import binary_size
 
 HEADERS = ("job", "host", "pid", "program", "phase", "temp", "dest", "elapsed", "temp used", "cpu %", "memory")
 
