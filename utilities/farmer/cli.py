@@ -10,19 +10,16 @@ from typing import Any
 
 from utilities.config import Settings, expand_path
 from utilities.errors import UsageError
+from utilities.farmer.chia_log_level import warn_about_log_level
 from utilities.farmer.farm_log import recent_records
 from utilities.farmer.log_follower import load_state
-from utilities.farmer.monitor import (
-    coin_totals,
-    ensure_schema,
-    load_harvester,
-    run_monitor,
-    warn_about_log_level,
-    xch,
-)
+from utilities.farmer.monitor import ensure_schema, load_harvester, run_monitor
+from utilities.farmer.new_events import xch
+from utilities.farmer.notifications import coin_totals
 from utilities.locking import exclusive_lock
-from utilities.notify import Notifier, leader
+from utilities.notify import Notifier
 from utilities.state import StateDB
+from utilities.text import leader
 
 
 def run_coin_monitor(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
