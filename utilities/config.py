@@ -24,13 +24,13 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from utilities.errors import ConfigError
-from utilities.notify import NotificationSettings
 from utilities.plots import parse_plot_size_setting
 from utilities.settings.base import Section, check_plain_name
 from utilities.settings.farm import FarmSettings
 from utilities.settings.farmer import FarmerSettings
 from utilities.settings.harvester import HarvesterSettings
 from utilities.settings.log import LogSettings
+from utilities.settings.notifications import NotificationSettings
 from utilities.settings.plotter import PlotterSettings
 from utilities.settings.sentry import SentrySettings
 

@@ -25,16 +25,11 @@ from urllib.parse import parse_qs
 
 import pytest
 import responses
-from pydantic import ValidationError
 
 from tests.support.smtp_server import SMTPTestServer, free_port, smtp_server
 from tests.support.waiting import CHANNEL_TIMEOUT, DEADLINE
-from utilities.notify import (
-    EVENTS,
-    Notification,
-    NotificationSettings,
-    Notifier,
-)
+from utilities.notify import Notification, Notifier
+from utilities.settings.notifications import EVENTS, NotificationSettings
 
 TWILIO_SID = "AC0123456789abcdef0123456789abcdef"
 TWILIO_TOKEN = "twilio-secret-token"
@@ -377,17 +372,6 @@ def test_default_settings_send_nothing() -> None:
     assert Notifier(defaults).send(new_plot_drive()) == {}
 
 
-def test_methods_for_keeps_fixed_order_and_drops_disabled() -> None:
-    s = settings(
-        email={"enabled": True, "to": ["a@b.c"]},
-        sms=sms_section(),
-        apprise={"enabled": False},
-        events={"block_farmed": ["apprise", "sms", "email"]},
-    )
-    assert s.methods_for("block_farmed") == ["email", "sms"]
-    assert s.methods_for("coin_received") == []
-
-
 # ---------------------------------------------------------------------------------------------
 # One failing channel never stops the others
 # ---------------------------------------------------------------------------------------------
@@ -595,55 +579,3 @@ def test_apprise_server_error_is_false() -> None:
         )
         assert notifier.send(new_plot_drive()) == {"apprise": False}
     assert len(posted) == 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("sections", "message"),
-    [
-        ({"events": {"new_plot_dirve": ["email"]}}, "unknown event 'new_plot_dirve'"),
-        ({"events": {"new_plot_drive": ["email", "telegram"]}}, "unknown method 'telegram'"),
-        ({"sms": {"enabled": True, "auth_token": "t", "from_number": "+1", "to_numbers": ["+2"]}}, "sms.account_sid"),
-        ({"sms": {"enabled": True}}, "sms.auth_token"),
-        ({"pushbullet": {"enabled": True}}, "pushbullet.api_key"),
-        ({"apprise": {"enabled": True}}, "apprise.urls"),
-        ({"apprise": {"enabled": True, "urls": ["not a url"]}}, "apprise.urls[0]"),
-        ({"email": {"enabled": True}}, "email.to"),
-        ({"email": {"ssl": True, "starttls": True}}, "exclude each other"),
-        ({"email": {"enabled": True, "to": ["a@b.c"], "username": "u"}}, "email.password"),
-        ({"email": {"smtp_server": "mail"}}, "smtp_server"),
-        ({"whatsapp": {}}, "whatsapp"),
-    ],
-)
-def test_invalid_settings_are_rejected(sections: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValidationError) as excinfo:
-        NotificationSettings.model_validate(sections)
-    assert message in str(excinfo.value)
-
-
-def test_disabled_methods_need_no_credentials_and_settings_are_frozen() -> None:
-    s = settings(sms={"enabled": False}, events={"job_event": ["sms"]})
-    assert s.methods_for("job_event") == []
-    with pytest.raises(ValidationError):
-        s.email.enabled = True  # type: ignore[misc]
-
-
-def test_secrets_stay_out_of_repr() -> None:
-    s = settings(
-        email={"enabled": True, "to": ["a@b.c"], "username": "u", "password": "pw-in-repr?"},
-        sms=sms_section(),
-        pushbullet={"enabled": True, "api_key": PUSHBULLET_KEY},
-        apprise={"enabled": True, "urls": ["tgram://bot-token-secret/123"]},
-    )
-    text = repr(s)
-    for secret in ("pw-in-repr?", TWILIO_TOKEN, PUSHBULLET_KEY, "bot-token-secret"):
-        assert secret not in text
-
-
-def test_unknown_notification_event_is_a_programming_error() -> None:
-    with pytest.raises(ValueError, match="unknown notification event"):
-        Notification("new_plot_drvie", "s", "t")
