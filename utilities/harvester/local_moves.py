@@ -6,30 +6,44 @@ header, no writer); re-check the reserved drive (still mounted, still online); t
 plots one at a time, each claimed with the same per-plot lock plot_manager.py uses, so a plot
 in a directory both scripts watch is never copied twice at once. A plot that failed
 ``failures_before_alert`` times is held back (one ``local_move_failed`` alert) until the
-farmer runs ``--clear-error``. Decisions are pure functions; this module does the effects.
+farmer runs ``--clear-error``. The decisions and the records they rest on (the reservation,
+failures, part files) are ``local_move_records.py``'s; this module does the effects, and
+``run_move_local_plots`` is the script's command line.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from utilities.config import Settings
 from utilities.errors import ConfigError, LockBusy, UsageError
-from utilities.harvester.drives import Mount, current_mounts, mount_of
+from utilities.harvester.drives import current_mounts
+from utilities.harvester.local_move_records import (
+    SCHEMA,
+    HeldPlot,
+    LocalDrive,
+    clean_recorded_parts,
+    clear_errors,
+    held_plots,
+    parse_reservation,
+    part_recorder,
+    record_failure,
+    record_move,
+    reservation_problem,
+)
 from utilities.harvester.usage_alerts import DirectoryUsage, measure_usage, usage_alert_active
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot, finished_plots
+from utilities.progress import bar_per_phase, quarter_marks_per_phase
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
 from utilities.transfer.local_copy import (
@@ -42,7 +56,6 @@ from utilities.transfer.local_copy import (
     Reader,
     move_plot,
     pread_into,
-    remove_stale_part_path,
 )
 
 log = logging.getLogger(__name__)
@@ -52,177 +65,6 @@ log = logging.getLogger(__name__)
 STALE_RESERVATION_SECONDS = 15 * 60
 # Alert-table key latching "plots wait for a usable drive", so cron warns once, not every run.
 BLOCKED_KEY = "local_moves_blocked"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS local_moves (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    plot TEXT NOT NULL,
-    source TEXT NOT NULL,
-    destination TEXT,
-    bytes INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    seconds REAL NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT
-);
-CREATE TABLE IF NOT EXISTS local_move_failures (
-    plot TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    failures INTEGER NOT NULL,
-    held INTEGER NOT NULL,
-    last_reason TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS local_move_parts (
-    part TEXT PRIMARY KEY,
-    plot TEXT NOT NULL,
-    started_at REAL NOT NULL
-)
-"""
-
-
-# -- pure decisions -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LocalDrive:
-    """The drive drive_manager.py reserved for local plots, as it recorded it."""
-
-    name: str
-    mountpoint: str
-    device: str
-    receive_dir: Path
-    replace: bool
-    decided_at: float
-
-
-def parse_reservation(record: Any) -> LocalDrive | None:
-    """The recorded reservation, or None when there is none (or it is not one we can use)."""
-    if not isinstance(record, dict) or not record.get("name") or not record.get("receive_dir"):
-        return None
-    try:
-        return LocalDrive(
-            name=str(record["name"]), mountpoint=str(record["mountpoint"]), device=str(record.get("device", "")),
-            receive_dir=Path(record["receive_dir"]), replace=bool(record.get("replace")),
-            decided_at=float(record.get("decided_at", 0)),
-        )
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def reservation_problem(drive: LocalDrive, offline: Sequence[str], mounts: Sequence[Mount]) -> str | None:
-    """Why the reserved drive must not be written now (None: it may). Pure over the facts:
-    the drive was taken offline since, or its directory is no longer on that mounted device."""
-    if drive.name in offline:
-        return f"the local plot drive {drive.name} ({drive.mountpoint}) was taken offline"
-    mount = mount_of(str(drive.receive_dir), mounts)
-    if mount is None or mount.mountpoint.rstrip("/") != drive.mountpoint.rstrip("/"):
-        return f"the local plot drive {drive.name} is not mounted at {drive.mountpoint}"
-    if drive.device and mount.device != drive.device:
-        return f"{drive.mountpoint} now holds {mount.device}, not the reserved {drive.device}"
-    return None
-
-
-def after_failure(failures: int, held: bool, threshold: int) -> tuple[int, bool, bool]:
-    """One more failure: (failures now, held now, alert now). The alert fires once, when the
-    plot becomes held; a held plot is not tried again, so it cannot alert twice."""
-    failures += 1
-    now_held = held or failures >= threshold
-    return failures, now_held, now_held and not held
-
-
-# -- state ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HeldPlot:
-    plot: str
-    source: str
-    failures: int
-    last_reason: str
-
-
-def held_plots(db: StateDB) -> dict[str, HeldPlot]:
-    rows = db.query("SELECT plot, source, failures, last_reason FROM local_move_failures WHERE held = 1 ORDER BY plot")
-    return {r[0]: HeldPlot(r[0], r[1], int(r[2]), r[3] or "") for r in rows}
-
-
-def record_failure(db: StateDB, plot: FinishedPlot, reason: str, threshold: int) -> tuple[int, bool]:
-    """Count a failed move; returns (failures, whether the plot just became held)."""
-    with db.transaction() as cur:
-        row = cur.execute("SELECT failures, held FROM local_move_failures WHERE plot = ?", (plot.name,)).fetchone()
-        failures, held, alert = after_failure(int(row[0]) if row else 0, bool(row[1]) if row else False, threshold)
-        cur.execute(
-            "INSERT INTO local_move_failures(plot, source, failures, held, last_reason, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(plot) DO UPDATE SET source = excluded.source, failures = excluded.failures, "
-            "held = excluded.held, last_reason = excluded.last_reason, updated_at = excluded.updated_at",
-            (plot.name, str(plot.path), failures, int(held), reason, time.time()),
-        )
-    return failures, alert
-
-
-def clear_errors(db: StateDB, which: str) -> list[str]:
-    """Forget the failures of one plot (name or path) or of ``all``; the plots cleared."""
-    db.ensure_tables(SCHEMA)
-    if which == "all":
-        names = [r[0] for r in db.query("SELECT plot FROM local_move_failures ORDER BY plot")]
-    else:
-        name = os.path.basename(which.rstrip("/"))
-        names = [r[0] for r in db.query("SELECT plot FROM local_move_failures WHERE plot = ?", (name,))]
-    with db.transaction() as cur:
-        cur.executemany("DELETE FROM local_move_failures WHERE plot = ?", ((n,) for n in names))
-    return names
-
-
-def _record_move(db: StateDB, plot: FinishedPlot, result: MoveResult, started: float) -> None:
-    with db.transaction() as cur:
-        cur.execute(
-            "INSERT INTO local_moves(plot, source, destination, bytes, started_at, seconds, status, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (plot.name, str(plot.path), str(result.destination) if result.destination else None,
-             result.size if result.ok else 0, started, result.seconds, result.status, result.reason or None),
-        )
-        if result.ok:
-            cur.execute("DELETE FROM local_move_failures WHERE plot = ?", (plot.name,))
-
-
-def _part_recorder(db: StateDB, plot: FinishedPlot) -> Callable[[Path | None], None]:
-    """Remember the part file while it exists, so a run after a SIGKILL can remove it even
-    when the reserved drive has changed since."""
-    current: list[Path] = []
-
-    def record(part: Path | None) -> None:
-        with db.transaction() as cur:
-            if part is not None:
-                cur.execute("INSERT OR REPLACE INTO local_move_parts(part, plot, started_at) VALUES (?, ?, ?)",
-                            (str(part), plot.name, time.time()))
-                current.append(part)
-            else:
-                cur.executemany("DELETE FROM local_move_parts WHERE part = ?", ((str(p),) for p in current))
-                current.clear()
-
-    return record
-
-
-def clean_recorded_parts(db: StateDB) -> tuple[list[str], dict[str, Path]]:
-    """Remove part files recorded by runs that died (those still held by a living run stay).
-
-    Returns the parts removed, and plot name -> directory for copies a killed run had already
-    renamed into place: those plots are finished there (after a hash comparison) rather than
-    copied a second time to whichever drive is reserved now.
-    """
-    removed: list[str] = []
-    committed: dict[str, Path] = {}
-    for part, plot in db.query("SELECT part, plot FROM local_move_parts"):
-        existed = os.path.lexists(part)
-        if remove_stale_part_path(Path(part)):
-            with db.transaction() as cur:
-                cur.execute("DELETE FROM local_move_parts WHERE part = ?", (part,))
-            if existed:
-                removed.append(part)
-            if os.path.exists(os.path.join(os.path.dirname(part), plot)):
-                committed[plot] = Path(os.path.dirname(part))
-    return removed, committed
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -311,11 +153,11 @@ def _move_one(
             log.info("moving %s to %s", plot.path, dest)
             result = move_plot(plot.path, dest, options, kind=plot.header.kind,
                                progress_cb=progress(plot) if progress else None,
-                               on_part=_part_recorder(db, plot), read=read)
+                               on_part=part_recorder(db, plot), read=read)
     except LockBusy as busy:
         log.info("%s", busy)
         return None
-    _record_move(db, plot, result, started)
+    record_move(db, plot, result, started)
     if result.replaced is not None:
         db.record_replaced(str(result.replaced), f"move_local_plots.py: room for {plot.name}")
     if result.status == FAILED:
@@ -427,36 +269,13 @@ def _blocked(db: StateDB, outcome: RunOutcome, text: str, dry_run: bool) -> None
 
 def terminal_progress(plot: FinishedPlot) -> Progress:
     """A tqdm bar per phase on a terminal."""
-    from tqdm import tqdm
-
-    bars: dict[str, Any] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        bar = bars.get(phase)
-        if bar is None:
-            for old in bars.values():
-                old.close()
-            label = "copy  " if phase == "copy" else "verify"
-            bar = bars[phase] = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"{label} {plot.name[:40]}")
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
-    return update
+    return bar_per_phase(lambda phase: f"{'copy  ' if phase == 'copy' else 'verify'} {plot.name[:40]}")
 
 
 def logged_progress(plot: FinishedPlot) -> Progress:
     """For cron runs: a log line at every quarter of each phase, so a slow copy shows in the log."""
-    marks: dict[str, int] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        percent = done * 100 // total if total else 100
-        while percent >= marks.setdefault(phase, 25) <= 100:
-            log.info("%s: %s %d%% (%d of %d bytes)", plot.name, phase, marks[phase], done, total)
-            marks[phase] += 25
-
-    return update
+    return quarter_marks_per_phase(lambda phase, percent, done, total: log.info(
+        "%s: %s %d%% (%d of %d bytes)", plot.name, phase, percent, done, total))
 
 
 @contextmanager

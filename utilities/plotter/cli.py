@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from utilities.config import Settings
 from utilities.errors import LockBusy, PlotManagerError, UsageError
 from utilities.locking import exclusive_lock
 from utilities.notify import Notifier
+from utilities.progress import ByteProgress, TerminalBar, quarter_marks
 from utilities.state import StateDB
 
 if TYPE_CHECKING:
@@ -25,33 +25,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def terminal_progress(plot: FinishedPlot, harvester: str) -> Callable[[int, int], None]:
+def terminal_progress(plot: FinishedPlot, harvester: str) -> ByteProgress:
     """A tqdm bar on the terminal for a manual --send (cron runs log instead)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=plot.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"{plot.name[:40]} -> {harvester}")
-    state = {"done": 0}
-
-    def update(done: int, total: int) -> None:
-        bar.update(done - state["done"])
-        state["done"] = done
-        if done >= total:
-            bar.close()
-
-    return update
+    return TerminalBar(plot.size, f"{plot.name[:40]} -> {harvester}")
 
 
-def logged_progress(plot: FinishedPlot, harvester: str) -> Callable[[int, int], None]:
+def logged_progress(plot: FinishedPlot, harvester: str) -> ByteProgress:
     """For cron runs: a log line at every quarter of the plot, so a stall shows in the log."""
-    state = {"next": 25}
-
-    def update(done: int, total: int) -> None:
-        percent = done * 100 // total if total else 100
-        while percent >= state["next"] <= 100:
-            log.info("%s -> %s: %d%% (%d of %d bytes)", plot.name, harvester, state["next"], done, total)
-            state["next"] += 25
-
-    return update
+    return quarter_marks(lambda percent, done, total: log.info(
+        "%s -> %s: %d%% (%d of %d bytes)", plot.name, harvester, percent, done, total))
 
 
 def describe(outcome: PlotterOutcome, dry_run: bool) -> list[str]:
@@ -169,24 +151,24 @@ def jobs_pass_locked(settings: Settings, db: StateDB, notifier: Notifier) -> Pas
 def run_job_action(args: argparse.Namespace, settings: Settings) -> int:
     if args.host:
         return remote_job_action(args, settings)
-    from utilities.plotter.jobs import runner
+    from utilities.plotter.jobs import stopping, tracking
     from utilities.plotter.jobs.report import jobs_json, jobs_table
 
     with StateDB(settings.database_path) as db:
         notifier = Notifier(settings.notifications)
         if args.jobs:
-            rows = [s.as_dict() for s in runner.list_jobs(settings, db, notifier)]
+            rows = [s.as_dict() for s in tracking.list_jobs(settings, db, notifier)]
             print(jobs_json(rows) if args.json else jobs_table(rows))
             return 0
         if args.stop:
-            result = runner.stop_job(settings, db, notifier, args.stop)
+            result = stopping.stop_job(settings, db, notifier, args.stop)
             what = "stopped" if result.was_running else "was not running"
             print(f"job {result.job.job_id} (pid {result.job.pid}) {what}; deleted {len(result.deleted)} temporary file(s)")
             for problem in result.problems:
                 print(f"could not delete {problem}", file=sys.stderr)
             return 1 if result.problems else 0
         if args.remove_aborted:
-            results = runner.remove_aborted(settings, db, notifier)
+            results = stopping.remove_aborted(settings, db, notifier)
             problems = 0
             for job, deleted, trouble in results:
                 print(f"job {job.job_id} ({job.state}): deleted {len(deleted)} temporary file(s)")
@@ -226,11 +208,11 @@ def remote_job_action(args: argparse.Namespace, settings: Settings) -> int:
     if args.jobs:
         rows, problems = remote_jobs.remote_jobs(settings, remotes)
         if args.host == "all":
-            from utilities.plotter.jobs import runner
+            from utilities.plotter.jobs import tracking
 
             with StateDB(settings.database_path) as db:
                 local = [s.as_dict() | {"host": settings.hostname}
-                         for s in runner.list_jobs(settings, db, Notifier(settings.notifications))]
+                         for s in tracking.list_jobs(settings, db, Notifier(settings.notifications))]
             rows = local + rows
         print(jobs_json(rows) if args.json else jobs_table(rows, problems))
         for name, problem in problems.items():

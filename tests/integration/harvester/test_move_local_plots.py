@@ -415,7 +415,7 @@ def test_a_stall_ends_the_run_and_later_plots_wait(farm: LocalFarm) -> None:
 
 
 def test_copy_renamed_by_a_killed_run_is_finished_where_it_is_not_copied_again(farm: LocalFarm, plot_size: int) -> None:
-    from utilities.harvester.local_moves import SCHEMA, _part_recorder
+    from utilities.harvester.local_move_records import SCHEMA, part_recorder
     from utilities.plot_finder import finished_plots
 
     farm.harvester.run()
@@ -428,7 +428,7 @@ def test_copy_renamed_by_a_killed_run_is_finished_where_it_is_not_copied_again(f
     with StateDB(settings.database_path) as db:
         db.ensure_tables(SCHEMA)
         (found,), _ = finished_plots([str(farm.out)])
-        _part_recorder(db, found)(farm.drive("drive1") / f".{plot.name}.part")
+        part_recorder(db, found)(farm.drive("drive1") / f".{plot.name}.part")
     # Meanwhile drive1 filled up and drive_manager.py reserved drive2.
     drive1 = next(d for d in farm.drives.drives if d.mountpoint.name == "drive1")
     farm.drives.fill_for_plots(drive1, 0, plot_size)

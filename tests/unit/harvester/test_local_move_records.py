@@ -1,11 +1,11 @@
-"""move_local_plots.py's pure decisions: the recorded reservation, its re-check, held plots."""
+"""move_local_plots.py's records (local_move_records.py): the recorded reservation and its re-check (pure), held plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from utilities.harvester.drives import Mount
-from utilities.harvester.local_moves import LocalDrive, after_failure, parse_reservation, reservation_problem
+from utilities.harvester.local_move_records import LocalDrive, after_failure, parse_reservation, reservation_problem
 
 DRIVE = LocalDrive("drive1", "/mnt/e0/drive1", "/dev/sdb", Path("/mnt/e0/drive1"), False, 1000.0)
 MOUNTS = [Mount("/dev/sda1", "/", "ext4"), Mount("/dev/sdb", "/mnt/e0/drive1", "xfs")]
@@ -50,7 +50,7 @@ def test_failures_hold_the_plot_and_alert_once() -> None:
 
 
 def test_held_plots_are_recorded_and_cleared(tmp_path: Path) -> None:
-    from utilities.harvester.local_moves import SCHEMA, clear_errors, held_plots, record_failure
+    from utilities.harvester.local_move_records import SCHEMA, clear_errors, held_plots, record_failure
     from utilities.plot_finder import FinishedPlot
     from utilities.plots import PlotHeader
     from utilities.state import StateDB
