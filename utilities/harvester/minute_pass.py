@@ -19,12 +19,11 @@ from pathlib import Path
 
 from utilities.config import Settings
 from utilities.farmer.chia_log import last_farming_status
+from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_target
 from utilities.harvester.drives import (
     DriveLocation,
     DriveState,
     UuidLookup,
-    choose_local_receive_target,
-    choose_receive_target,
     discover_drives,
     probe_uuids,
     scan_drives,

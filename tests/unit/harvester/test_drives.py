@@ -1,3 +1,6 @@
+"""Finding plot drives (mount patterns, bind mounts, names, the user's drive argument) and
+counting what is on them, with unchanged directories counted from the cache."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +11,6 @@ from utilities.harvester.drives import (
     DriveState,
     Mount,
     assign_names,
-    choose_receive_drive,
     discover_drives,
     find_drive,
     mount_of,
@@ -76,48 +78,12 @@ def test_names_are_basenames_unless_ambiguous() -> None:
     assert names == {"/mnt/a/drive1": "/mnt/a/drive1", "/mnt/b/drive1": "/mnt/b/drive1", "/mnt/a/drive2": "drive2"}
 
 
-def test_fill_in_order_skips_full_offline_and_unmounted() -> None:
-    drives = [_drive("drive0", 0.5), _drive("drive1", 3), _drive("drive2", 9, mounted=False), _drive("drive3", 8)]
-    assert choose_receive_drive(drives, [], PLOT).name == "drive1"
-    assert choose_receive_drive(drives, ["drive1"], PLOT).name == "drive3"
-    assert choose_receive_drive(drives, ["drive1", "drive3"], PLOT) is None
-
-
-def test_reserve_slots_and_most_free_policy() -> None:
-    drives = [_drive("drive0", 1.2), _drive("drive1", 3), _drive("drive2", 5)]
-    assert choose_receive_drive(drives, [], PLOT, reserve_slots=1).name == "drive1"
-    assert choose_receive_drive(drives, [], PLOT, policy="most_free").name == "drive2"
-    assert choose_receive_drive(drives, [], PLOT, reserve_slots=5) is None
-
-
 def test_find_drive_by_name_or_mountpoint() -> None:
     locs = [_drive("drive0", 1).location, _drive("drive1", 1).location]
     assert find_drive(locs, "drive1").name == "drive1"
     assert find_drive(locs, "/mnt/e0/front/column0/drive0/").name == "drive0"
     with pytest.raises(DriveError, match="drive7"):
         find_drive(locs, "drive7")
-
-
-def _og_drive(name: str, free_plots: float, og: int) -> DriveState:
-    base = _drive(name, free_plots)
-    return DriveState(base.location, base.total_bytes, base.used_bytes, base.free_bytes, plots_og=og)
-
-
-def test_replace_mode_fills_first_then_replaces_then_falls_back() -> None:
-    from utilities.harvester.drives import choose_receive_target
-
-    drives = [_og_drive("drive0", 0, 5), _og_drive("drive1", 0, 3), _og_drive("drive2", 4, 0)]
-    assert choose_receive_target(drives, [], PLOT)[0].name == "drive2"  # replacement off
-    fill_first = choose_receive_target(drives, [], PLOT, replace=True, low_water_mark=2)
-    assert (fill_first[0].name, fill_first[1]) == ("drive2", False)  # 4 free slots > mark 2
-    at_mark = choose_receive_target(drives, [], PLOT, replace=True, low_water_mark=4)
-    assert (at_mark[0].name, at_mark[1]) == ("drive0", True)
-    no_fill_first = choose_receive_target(drives, ["drive0"], PLOT, replace=True, fill_empty_first=False)
-    assert (no_fill_first[0].name, no_fill_first[1]) == ("drive1", True)
-    no_og_left = [_og_drive("drive0", 0, 0), _og_drive("drive2", 4, 0)]
-    assert choose_receive_target(no_og_left, [], PLOT, replace=True, low_water_mark=10) == (no_og_left[1], False)
-    nothing = [_og_drive("drive0", 0, 0)]
-    assert choose_receive_target(nothing, [], PLOT, replace=True) == (None, False)
 
 
 def test_unchanged_directory_is_counted_from_the_cache_and_changes_are_seen(tmp_path) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from utilities.harvester.drives import DriveLocation, DriveState, choose_local_receive_target, choose_receive_target
+from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_target
+from utilities.harvester.drives import DriveLocation, DriveState
 
 PLOT = 100
 
