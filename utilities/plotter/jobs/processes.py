@@ -1,4 +1,4 @@
-"""Plotter processes: recognise them in the process list, measure them, and end them.
+"""Plotter processes: recognise them in the process list, measure them, end them, reap ours.
 
 The manager may have died and restarted, or a job may have been started by hand: the process
 list is the truth about what is running. A plotter is recognised by its command line alone
@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 _PYTHON = re.compile(r"python[0-9.]*$")
 #: create_time values of one process agree to well within this (seconds).
 CREATE_TIME_TOLERANCE = 0.5
+
+# Children this process started and has not reaped yet (``--loop`` runs for days).
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @dataclass(frozen=True)
@@ -257,3 +261,15 @@ def _signal_all(pgid: int, members: Sequence[psutil.Process], group: bool, sig: 
             member.send_signal(sig)
         except psutil.NoSuchProcess:
             continue
+
+
+def keep_child(proc: subprocess.Popen[bytes]) -> None:
+    """Remember a job this process started, so ``reap_children`` collects its exit status."""
+    _children[proc.pid] = proc
+
+
+def reap_children() -> None:
+    """Collect exit statuses of jobs this process started, so none lingers as a zombie."""
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            _children.pop(pid, None)
