@@ -5,7 +5,7 @@
                     [--bind ADDR] [--allow-from ADDR] [--] NAME SIZE PORT
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  The protocol and its
-lines are described in ``utilities/transfer/sender.py``; in short::
+lines are described in ``utilities/transfer/protocol.py``; in short::
 
     -> READY <port>      after checking everything and reserving SIZE bytes on the drive
     <- (SIZE bytes on a TCP connection to PORT, sent by ``nc -N``)
@@ -64,7 +64,8 @@ import xxhash  # noqa: E402
 from utilities.errors import PlotFileError  # noqa: E402
 from utilities.plots import validate_plot_name  # noqa: E402
 from utilities.transfer import part_files  # noqa: E402
-from utilities.transfer import sender as proto  # noqa: E402
+from utilities.transfer import protocol as proto  # noqa: E402
+from utilities.transfer.integrity import DEFAULT_CHUNK, hash_fd  # noqa: E402
 from utilities.transfer.part_files import SPACE_MARGIN, part_name  # noqa: E402
 
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -77,7 +78,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT)
 
 
 class Failure(Exception):
-    """A reason to stop: ``kind`` is one of utilities.transfer.sender.ERROR_KINDS."""
+    """A reason to stop: ``kind`` is one of utilities.transfer.protocol.ERROR_KINDS."""
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}")
@@ -285,7 +286,7 @@ class Receiver:
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot open {self.options.name}: {exc.strerror}") from None
         try:
-            have_size, have = proto.hash_fd(fd)
+            have_size, have = hash_fd(fd)
         except OSError as exc:
             raise Failure(proto.ERR_IO, f"cannot read {self.options.name}: {exc.strerror}") from None
         finally:
@@ -438,7 +439,7 @@ class Receiver:
         conn.setblocking(False)
         self.conn = conn
 
-    def receive(self, chunk: int = proto.DEFAULT_CHUNK) -> str:
+    def receive(self, chunk: int = DEFAULT_CHUNK) -> str:
         """Read exactly SIZE bytes into the part file, hashing as they arrive; the hex digest.
 
         The socket blocks (in C) for at most CHECK_INTERVAL per read: a busy stream costs no

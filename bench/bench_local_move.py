@@ -361,7 +361,7 @@ class Bench:
             self.cached_at_start.append(frac)
 
     def check(self, tool: str) -> None:
-        from utilities.transfer.sender import hash_file
+        from utilities.transfer.integrity import hash_file
 
         left = sorted(p.name for p in self.dest.iterdir() if p.name not in ("lost+found", self.master.name))
         if left:
@@ -441,7 +441,7 @@ class Bench:
 
 def make_master(directory: Path, k: int) -> tuple[Path, str]:
     """The fake plot (header + AES-CTR keystream, as bench_transfer's), fsynced; and its xxh3-128."""
-    from utilities.transfer.sender import hash_file
+    from utilities.transfer.integrity import hash_file
 
     plot = make_source_plot(directory, k)
     return plot.path, hash_file(plot.path)[1]

@@ -510,14 +510,15 @@ class Bench:
         return Sample(seconds, rss, extra={"send_plot": last_transfer_seconds(db)})
 
     def run_ours_inproc(self, dest: Destination, source: SourcePlot) -> Sample:
-        from utilities import remote, transfer
+        from utilities import remote
         from utilities.config import load_settings
+        from utilities.transfer import channel, sender
 
         self.harvester_pass(dest)  # untimed, as for ours
         settings, _ = load_settings(str(dest.plotter_config))
         target = settings.farm.harvesters[0]
         marks: dict[str, float] = {}
-        original = transfer.stream_file
+        original = sender.stream_file
 
         def timed_stream_file(*a: Any, **kw: Any) -> Any:
             marks["stream_start"] = time.perf_counter()
@@ -531,16 +532,16 @@ class Bench:
         t0 = time.perf_counter()
         client = remote.connect(target, settings.farm.ssh)
         t_connected = time.perf_counter()
-        transfer.stream_file = timed_stream_file  # this process only; restored below
+        sender.stream_file = timed_stream_file  # this process only; restored below
         try:
-            result = transfer.send_plot(
-                transfer.ParamikoExec(client), target.receive_script, source.path, target.data_host or target.host,
+            result = sender.send_plot(
+                channel.ParamikoExec(client), target.receive_script, source.path, target.data_host or target.host,
                 settings.plotter.transfer.port_base, port_count=settings.plotter.transfer.port_count,
                 idle_timeout=settings.plotter.transfer.idle_timeout_seconds,
                 nc="nc" if settings.plotter.transfer.stream_with == "nc" else None,
             )
         finally:
-            transfer.stream_file = original
+            sender.stream_file = original
             t_done = time.perf_counter()
             cpu_self = time.process_time() - cpu0
             client.close()

@@ -27,7 +27,9 @@ from utilities.plotter.harvester_choice import choose_harvester, usable_reason
 from utilities.remote import RemoteError, connect, fetch_exports
 from utilities.settings.farm import HarvesterTarget
 from utilities.state import StateDB, TransferRecord
-from utilities.transfer.sender import ParamikoExec, TransferError, TransferResult, delete_source_after_ok, send_plot
+from utilities.transfer.channel import ParamikoExec
+from utilities.transfer.protocol import TransferError
+from utilities.transfer.sender import TransferResult, delete_source_after_ok, send_plot
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from utilities.errors import PlotManagerError
 from utilities.plots import KIND_POOL
 from utilities.replace import make_room_for
 from utilities.transfer import part_files
+from utilities.transfer.integrity import DEFAULT_CHUNK, SourceIdentity, hash_file
 from utilities.transfer.part_files import SPACE_MARGIN, free_bytes, has_room, part_name
-from utilities.transfer.sender import DEFAULT_CHUNK, SourceIdentity, hash_file
 
 log = logging.getLogger(__name__)
 

@@ -36,31 +36,25 @@ from tests.support.waiting import DEADLINE
 from utilities.errors import PlotFileError
 from utilities.harvester.drives import DriveLocation
 from utilities.harvester.receive_script import render_receive_script
-from utilities.transfer.sender import (
+from utilities.transfer.channel import LocalExec, ParamikoExec
+from utilities.transfer.protocol import (
     ERR_ABORTED,
     ERR_BAD_NAME,
     ERR_BUSY,
     ERR_EXISTS,
     ERR_MISMATCH,
     ERR_NO_SPACE,
-    ERR_PORT_IN_USE,
     ERR_PROTOCOL,
     ERR_STREAM,
     ERR_TIMEOUT,
     ERR_USAGE,
     RECEIVER_EXIT_CODES,
-    LocalExec,
-    ParamikoExec,
     TransferError,
-    TransferResult,
     build_receive_command,
-    delete_source_after_ok,
     format_verify,
     parse_receiver_line,
-    parse_verify_line,
-    pick_port,
-    send_plot,
 )
+from utilities.transfer.sender import TransferResult, delete_source_after_ok, send_plot
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("nc") is None, reason="netcat (nc) is not installed"),
@@ -361,48 +355,7 @@ def assert_clean(dest: Path) -> None:
     assert leftovers(dest) == []
 
 
-# --------------------------------------------------------------------------------------------
-# Pure protocol pieces
-# --------------------------------------------------------------------------------------------
-
 PLOT = "plot-k32-2026-01-02-03-04-" + "ab" * 32 + ".plot"
-
-
-def test_command_line_and_protocol_lines() -> None:
-    assert build_receive_command("/opt/pm/receive_plot.sh", PLOT, 108_000_000_000, 45000) == (
-        f"/opt/pm/receive_plot.sh {PLOT} 108000000000 45000"
-    )
-    assert build_receive_command("/my dir/receive plot.sh", PLOT, 1, 45000).startswith("'/my dir/receive plot.sh' ")
-    assert (
-        build_receive_command("/r.sh", PLOT, 1, 45000, allow_from="10.0.0.7")
-        == f"/r.sh --allow-from 10.0.0.7 {PLOT} 1 45000"
-    )
-    with pytest.raises(ValueError):
-        build_receive_command("/r.sh", PLOT, 1, 45000, allow_from="10.0.0.7; reboot")
-    for size, port in ((0, 45000), (-1, 45000), (True, 45000), (1, 80), (1, 70000)):
-        with pytest.raises(ValueError):
-            build_receive_command("/r.sh", PLOT, size, port)
-
-    assert parse_receiver_line("READY 45000\n").port == 45000
-    ok = parse_receiver_line("OK " + "0f" * 16)
-    assert (ok.kind, ok.hexdigest) == ("OK", "0f" * 16)
-    err = parse_receiver_line("ERROR no space: 5 bytes needed, 3 free in /x")
-    assert (err.kind, err.reason, err.detail) == ("ERROR", ERR_NO_SPACE, "5 bytes needed, 3 free in /x")
-    assert parse_receiver_line("ERROR port in use").reason == ERR_PORT_IN_USE
-    for garbage in ("", "hello", "READY", "READY 80", "READY x", "OK zz", "ERROR", b"\xff\xfe", "x" * 10000):
-        reply = parse_receiver_line(garbage)
-        assert reply.is_error and reply.reason == ERR_PROTOCOL, garbage
-
-    digest = "ab" * 16
-    assert parse_verify_line(format_verify(12, digest) + "\n") == (12, digest)
-    for bad in ("VERIFY 12", "VERIFY -1 " + digest, "VERIFY 12 xyz", "verify 12 " + digest, "VERIFY 1_0 " + digest):
-        assert parse_verify_line(bad) is None
-
-    assert pick_port(45000, 3, set()) == 45000
-    assert pick_port(45000, 3, {45000, 45001}) == 45002
-    assert pick_port(45000, 3, {45000, 45001, 45002}) is None
-    with pytest.raises(ValueError):
-        pick_port(65535, 2, set())
 
 
 # --------------------------------------------------------------------------------------------
@@ -971,11 +924,3 @@ def test_replace_mode_deletes_one_old_og_plot_and_never_a_pool_plot(tmp_path: Pa
             replacing.close()
         assert leftovers(dest) == sorted([pool.name, incoming.name])
 
-
-def test_present_line_parsing() -> None:
-    from utilities.transfer.sender import PRESENT
-
-    assert parse_receiver_line("PRESENT 3860015\n").size == 3860015
-    assert parse_receiver_line("PRESENT 3860015").kind == PRESENT
-    assert parse_receiver_line("PRESENT -1").reason == "protocol"
-    assert parse_receiver_line("PRESENT").reason == "protocol"
