@@ -1,9 +1,10 @@
 """Hidden part files: how a plot is written onto a plot drive without chia ever seeing half of it.
 
 Two programs write plots into the same drive directories of a harvester: receive_plot.py (a
-plot arriving from the network) and utilities/transfer/local_copy.py (move_local_plots.py, a plot made
-on this machine). Each cleans up after the other, and both take the drive's free space, so
-they must follow exactly the same rules; this module is those rules, used by both:
+plot arriving from the network) and move_local_plots.py (a plot made on this machine). Each
+cleans up after the other, and both take the drive's free space, so they must follow exactly
+the same rules; this module is those rules, and ``landing.py`` is the one sequence both
+writers follow through them:
 
 * naming: the bytes go to ``DIR/.NAME.part`` (hidden from chia, which only farms ``*.plot``);
 * liveness: a writer holds an ``flock`` on its part file for as long as it lives, so a part
