@@ -26,7 +26,7 @@ What each event comes from, as chia writes it:
   ...`` after the hash. ``Added unfinished_block <hash>, not farmed`` is someone else's block.
 * pool errors (service ``farmer``, level ERROR): ``Error in pooling: (code, 'message')``,
   ``Error sending partial to <pool url>, <http status>`` and ``Error connecting to pool: <e>``.
-* harvester checks: see ``utilities/farmer/chia_log.py``; plus chia's own WARNING ``Looking up
+* harvester checks: see ``utilities/chia_log.py``; plus chia's own WARNING ``Looking up
   qualities on <plot> took: <s>. This should be below 5 seconds ...``, which names the plot
   and is written even at chia's default WARNING level.
 * service errors: any other ERROR or CRITICAL line of any chia service.
@@ -38,7 +38,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from utilities.farmer.chia_log import HarvesterCheck, parse_harvester_line
+from utilities.chia_log import HarvesterCheck, parse_harvester_line
 
 _PREFIX = re.compile(
     r"(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?)\s+"

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from utilities.farmer.chia_log import HarvesterCheck
+from utilities.chia_log import HarvesterCheck
 from utilities.farmer.events import (
     BlockFarmed,
     CoinReceived,

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from utilities.chia_log import last_farming_status
 from utilities.config import Settings
-from utilities.farmer.chia_log import last_farming_status
 from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_target
 from utilities.harvester.drives import (
     DriveLocation,

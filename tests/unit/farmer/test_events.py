@@ -15,7 +15,7 @@ from tests.support.chia_log_writer import (
     ChiaLogWriter,
     ChiaVersion,
 )
-from utilities.farmer.chia_log import HarvesterCheck
+from utilities.chia_log import HarvesterCheck
 from utilities.farmer.events import (
     BlockFarmed,
     CoinReceived,

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from utilities.farmer.chia_log import HarvesterCheck, last_farming_status, parse_harvester_line
+from utilities.chia_log import HarvesterCheck, last_farming_status, parse_harvester_line
 
 # chia 1.x: "%(asctime)s.%(msecs)03d harvester %(name)-24s: %(levelname)-8s %(message)s"
 OLD = (
