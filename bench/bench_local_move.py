@@ -113,7 +113,7 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
     """
     import xxhash
 
-    from utilities.transfer import local_copy as local_move
+    from utilities.transfer import copy_worker, local_copy
 
     times: dict[str, float] = {}
     phase = ["setup"]
@@ -140,7 +140,7 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
     timed("fdatasync", "sync")
     timed("fsync", "sync")
     timed("posix_fadvise", "fadvise")
-    real_sync_range = local_move._SYNC_FILE_RANGE
+    real_sync_range = copy_worker._SYNC_FILE_RANGE
     if real_sync_range is not None:  # write-back per window (sync_file_range) counts as sync too
 
         def timed_sync_range(*a: Any) -> None:
@@ -150,7 +150,7 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
             finally:
                 add("sync", clock() - t0)
 
-        local_move._SYNC_FILE_RANGE = timed_sync_range
+        copy_worker._SYNC_FILE_RANGE = timed_sync_range
 
     class TimedDigest:
         def __init__(self) -> None:
@@ -167,8 +167,8 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
     class XxhashShim:
         xxh3_128 = TimedDigest
 
-    local_move.xxhash = XxhashShim  # type: ignore[assignment]
-    copier_cls: Any = local_move._Copier
+    copy_worker.xxhash = XxhashShim  # type: ignore[assignment]
+    copier_cls: Any = copy_worker.Copier
     real_copy, real_read_back = copier_cls._copy, copier_cls._read_back
     marks: dict[str, float] = {}
 
@@ -187,9 +187,9 @@ def child_move(source: str, dest_dir: str, verify: bool) -> int:
         return wrapped
 
     copier_cls._copy, copier_cls._read_back = in_phase("copy", real_copy), in_phase("verify", real_read_back)
-    options = local_move.MoveOptions(stall_seconds=120, verify=verify)
+    options = local_copy.MoveOptions(stall_seconds=120, verify=verify)
     t0 = clock()
-    result = local_move.move_plot(Path(source), Path(dest_dir), options, kind="pool")
+    result = local_copy.move_plot(Path(source), Path(dest_dir), options, kind="pool")
     total = clock() - t0
     spans = {
         "setup (stat, stale parts, flock, statvfs, create + fallocate part)": marks.get("copy_start", t0) - t0,

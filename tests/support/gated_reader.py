@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from utilities.transfer.local_copy import pread_into
+from utilities.transfer.copy_worker import pread_into
 
 
 class GatedReader:

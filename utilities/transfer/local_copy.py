@@ -1,6 +1,6 @@
 """Move one finished plot onto a plot drive of this machine, as safely as a network transfer.
 
-The guarantees are the receiver's (receive_plot.py), because a lost plot is hours of compute:
+The guarantees are the network receiver's, because a lost plot is hours of compute:
 
 * chia never sees half a plot: bytes go to the hidden ``DIR/.NAME.part``, which holds an
   ``flock`` while it is written (so receivers and later runs know it is alive), and which is
@@ -8,59 +8,45 @@ The guarantees are the receiver's (receive_plot.py), because a lost plot is hour
   any receiver on that directory) removes part files that no living process holds.
 * the copy is proven identical before the source goes: the bytes are hashed (xxh3-128) as they
   are read from the source; after ``fsync`` the copy is dropped from the page cache and read
-  back from the disk, and its hash must match. (Hashing the buffer we just wrote would prove
-  nothing: it is the same memory the source hash saw.)
+  back from the disk, and its hash must match.
 * rename into place without ever replacing a file (``link`` + ``unlink``), fsync the directory,
   and only then delete the source, and only if its size, mtime and inode are unchanged.
 * room is checked and reserved (``fallocate``) under the directory's ``flock`` (the same lock
   receivers take), so a receiver and a local move sharing a drive never both take the last
   slot, and replace mode deletes at most one old OG plot per incoming pool plot.
-* the bytes move on a worker thread, and the caller watches the copy's own progress: a read or
-  write that never returns (a dying disk, a hung USB bridge) is a stall after
-  ``stall_seconds`` without a byte, which aborts the move instead of hanging every later
-  cron run. A stalled worker keeps its file descriptors until its system call returns, so a
-  reused descriptor number can never receive its late write.
+* a read or write that never returns (a dying disk, a hung USB bridge) is a stall after
+  ``stall_seconds`` without a byte, which aborts the move instead of hanging every later cron
+  run.
 
-The part-file rules (naming, liveness, stale clean-up, reservation, the final link) are
-``utilities/transfer/part_files.py``'s, the very code receive_plot.py runs, so the two cannot drift apart.
+The plot lands on the drive through ``landing.py``, the very code the network receiver lands
+through (the part file's name, lock and stale clean-up, the reservation in the directory's turn,
+the final link and directory fsync), so the two cannot drift apart; only the words differ
+(``WORDING``: move results instead of protocol errors).  The copy itself (the worker thread and
+its stall watch, the write-back in windows, the read-back verify) is ``copy_worker.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import logging
 import os
-import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import xxhash
 
 from utilities.durable import fsync_directory
 from utilities.errors import PlotManagerError
 from utilities.plots import KIND_POOL
 from utilities.replace import make_room_for
 from utilities.transfer import part_files
+from utilities.transfer.copy_worker import Copier, CopyFailed, Progress, Reader, pread_into, watch
 from utilities.transfer.integrity import DEFAULT_CHUNK, SourceIdentity, hash_file
-from utilities.transfer.part_files import SPACE_MARGIN, free_bytes, has_room, part_name
+from utilities.transfer.landing import FinalName, Landing, Problem, Wording
+from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck, free_bytes, has_room
 
 log = logging.getLogger(__name__)
-
-# Write back and drop the written pages in windows of this size: the final fsync stays short
-# (no stall alarm while it runs) and a 100 GiB copy does not push the plotter's working set out
-# of memory. With sync_file_range at most two windows are dirty or in flight at once (the one
-# being written and the one the disk is writing), so the dirty memory stays under 2 windows.
-SYNC_EVERY = 64 * 1024 * 1024
-
-# sync_file_range(2) flags (linux/fs.h)
-SYNC_FILE_RANGE_WAIT_BEFORE = 1
-SYNC_FILE_RANGE_WRITE = 2
-SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 # Moves end in one of these; only FAILED counts against the plot (and may hold it back):
 # no room and a missing drive are the drive's state, not the plot's fault.
@@ -68,15 +54,6 @@ MOVED = "moved"
 FAILED = "failed"
 NO_ROOM = "no room"
 DRIVE_GONE = "drive gone"
-
-Reader = Callable[[int, memoryview, int], int]
-"""Reads into the buffer from the fd at the offset, returns the count (``pread``)."""
-Progress = Callable[[str, int, int], None]
-"""Called with (phase, bytes done, bytes in the phase); phase is "copy" or "verify"."""
-
-
-def pread_into(fd: int, buffer: memoryview, offset: int) -> int:
-    return os.preadv(fd, [buffer], offset)
 
 
 @dataclass(frozen=True)
@@ -116,17 +93,21 @@ class _Stop(Exception):
 # -- stale part files --------------------------------------------------------------------------
 
 
-def remove_stale_part(dir_fd: int, entry: str) -> bool:
-    """Remove part file ``entry`` unless a living writer holds its flock; True when it is gone.
-
-    The rule receive_plot.py applies too (utilities/transfer/part_files.py), so either side cleans up
-    after the other.
-    """
-    check = part_files.remove_if_stale(dir_fd, entry)
+def _report_stale(entry: str, check: StaleCheck) -> None:
     if check.unreadable:
         log.warning("cannot open %s to check it: %s", entry, check.unreadable)
     if check.removed:
         log.info("removed stale %s left by a copy that died", entry)
+
+
+def remove_stale_part(dir_fd: int, entry: str) -> bool:
+    """Remove part file ``entry`` unless a living writer holds its flock; True when it is gone.
+
+    The rule the network receiver applies too (utilities/transfer/part_files.py), so either side
+    cleans up after the other.
+    """
+    check = part_files.remove_if_stale(dir_fd, entry)
+    _report_stale(entry, check)
     return check.gone
 
 
@@ -144,240 +125,6 @@ def remove_stale_part_path(path: Path) -> bool:
         os.close(dir_fd)
 
 
-def clean_stale_parts(dir_fd: int) -> None:
-    try:
-        entries = part_files.stale_part_candidates(dir_fd)
-    except OSError as exc:
-        raise _Stop(DRIVE_GONE, f"cannot list the destination: {exc.strerror}") from None
-    for entry in entries:
-        remove_stale_part(dir_fd, entry)
-
-
-# -- write-back --------------------------------------------------------------------------------
-
-SyncRange = Callable[[int, int, int, int], None]
-"""``sync_file_range(fd, offset, nbytes, flags)``; raises OSError when the call fails."""
-
-
-def load_sync_file_range() -> SyncRange | None:
-    """libc's sync_file_range through ctypes, or None where the C library has none (not Linux).
-
-    ctypes releases the GIL for the call, so the watcher thread keeps running while the worker
-    waits on the disk."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-
-    def sync_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
-        if function(fd, offset, nbytes, flags) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return sync_range
-
-
-_SYNC_FILE_RANGE = load_sync_file_range()
-
-
-class _WriteBack:
-    """Gets the copy's written windows onto the disk and out of the page cache, for both files.
-
-    With sync_file_range, the disk writes window N while the worker reads window N+1: after
-    writing window N we only *start* its write-back, then wait for window N-1 (started one
-    window earlier, so usually done) and drop it. Without it (another OS, a seccomp filter,
-    an odd file) every window is fdatasynced before the next is read, as before.
-
-    sync_file_range flushes no metadata and no drive cache, so a window it wrote is not yet
-    durable: the final ``fsync`` (``finish``) makes the whole copy durable before anything
-    trusts it. Its writes are complete though (the pages are clean), so DONTNEED really drops
-    them and the read-back verify reads from the drive. Errors of the waiting calls are raised,
-    never taken for "unsupported": the kernel reports a write-back error only once per file.
-    """
-
-    def __init__(self, src_fd: int, part_fd: int, sync_range: SyncRange | None) -> None:
-        self.src_fd = src_fd
-        self.part_fd = part_fd
-        self.sync_range = sync_range
-        if sync_range is not None:
-            try:  # flags 0: checks that the call exists and takes this file, writes nothing
-                sync_range(part_fd, 0, 0, 0)
-            except OSError as exc:
-                log.debug("sync_file_range unavailable (%s); fdatasync per window instead", exc.strerror)
-                self.sync_range = None
-        self.in_flight: tuple[int, int] | None = None  # started, not yet waited for
-        self.dropped = 0  # bytes before this are written and dropped from the cache
-
-    def window_written(self, start: int, end: int) -> None:
-        """Bytes ``start..end`` of the part file were written (the next window follows)."""
-        if self.sync_range is None:
-            os.fdatasync(self.part_fd)
-            self._drop(end)
-            return
-        self.sync_range(self.part_fd, start, end - start, SYNC_FILE_RANGE_WRITE)
-        if self.in_flight is not None:
-            before_start, before_end = self.in_flight
-            self.sync_range(self.part_fd, before_start, before_end - before_start,
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
-            self._drop(before_end)
-        self.in_flight = (start, end)
-
-    def finish(self) -> None:
-        """Make everything durable (data and metadata), then drop what is still cached."""
-        os.fsync(self.part_fd)
-        self.in_flight = None
-        self._drop(0)
-
-    def _drop(self, end: int) -> None:
-        """DONTNEED ``dropped..end`` (0: to the end of the file) on both files."""
-        length = end - self.dropped if end else 0
-        os.posix_fadvise(self.part_fd, self.dropped, length, os.POSIX_FADV_DONTNEED)
-        os.posix_fadvise(self.src_fd, self.dropped, length, os.POSIX_FADV_DONTNEED)
-        if end:
-            self.dropped = end
-
-
-# -- the byte loop ------------------------------------------------------------------------------
-
-
-class _Copier:
-    """Copies and hashes on a worker thread; ``progress`` is the only thing the watcher reads.
-
-    Ownership of the two descriptors: the caller's while the worker runs normally; if the
-    caller abandons a stalled copy, whichever of the two finishes last closes them (so a late
-    write can never land in a descriptor number reused for another file).
-    """
-
-    def __init__(
-        self, src_fd: int, part_fd: int, size: int, *, chunk: int, read: Reader, verify: bool,
-        bytes_per_second: float,
-    ) -> None:
-        self.src_fd = src_fd
-        self.part_fd = part_fd
-        self.size = size
-        self.read = read
-        self.verify = verify
-        self.bytes_per_second = bytes_per_second
-        if bytes_per_second > 0:  # several progress ticks per second even when throttled
-            chunk = max(64 * 1024, min(chunk, int(bytes_per_second / 4)))
-        self.chunk = max(4096, min(chunk, max(size, 1)))
-        self.progress = 0  # bytes copied, then bytes read back
-        self.phase = "copy"
-        self.hexdigest = ""
-        self.verified_hexdigest = ""
-        self.error: BaseException | None = None
-        self.finished = threading.Event()
-        self._abort = threading.Event()
-        self._lock = threading.Lock()
-        self._done = False
-        self._abandoned = False
-        self._thread = threading.Thread(target=self._run, name="local-move-copy", daemon=True)
-
-    def start(self) -> _Copier:
-        self._thread.start()
-        return self
-
-    def abandon(self) -> None:
-        """Stop caring: the worker stops at its next chance and closes the descriptors."""
-        self._abort.set()
-        with self._lock:
-            self._abandoned = True
-            if self._done:
-                self._close()
-
-    def _close(self) -> None:
-        for fd in (self.src_fd, self.part_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def _run(self) -> None:
-        try:
-            self.hexdigest = self._copy()
-            if self.verify and not self._abort.is_set():
-                self.phase = "verify"
-                self.progress = 0
-                self.verified_hexdigest = self._read_back()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            self.error = exc
-        finally:
-            with self._lock:
-                self._done = True
-                if self._abandoned:
-                    self._close()
-            self.finished.set()
-
-    def _copy(self) -> str:
-        buffer = bytearray(self.chunk)
-        view = memoryview(buffer)
-        digest = xxhash.xxh3_128()
-        write_back = _WriteBack(self.src_fd, self.part_fd, _SYNC_FILE_RANGE)
-        offset = window_start = 0
-        started = time.monotonic()
-        while offset < self.size:
-            want = min(self.chunk, self.size - offset)
-            got = self.read(self.src_fd, view[:want], offset)
-            if self._abort.is_set():
-                raise InterruptedError("copy abandoned")
-            if got == 0:
-                raise _Stop(FAILED, f"the source ended at byte {offset} of {self.size}: it shrank while being copied")
-            digest.update(view[:got])
-            data = view[:got]
-            while data:
-                data = data[os.pwrite(self.part_fd, data, offset + got - len(data)) :]
-            offset += got
-            if offset - window_start >= SYNC_EVERY:
-                write_back.window_written(window_start, offset)
-                window_start = offset
-            self.progress = offset
-            if self.bytes_per_second > 0:
-                ahead = offset / self.bytes_per_second - (time.monotonic() - started)
-                if ahead > 0 and self._abort.wait(ahead):  # throttle; an abort ends the wait
-                    raise InterruptedError("copy abandoned")
-        write_back.finish()
-        return digest.hexdigest()
-
-    def _read_back(self) -> str:
-        """Hash the copy as the disk holds it: its cached pages are dropped first (they were
-        fsynced, so DONTNEED discards them), so these reads come from the drive."""
-        os.posix_fadvise(self.part_fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        buffer = bytearray(self.chunk)
-        view = memoryview(buffer)
-        digest = xxhash.xxh3_128()
-        offset = 0
-        while offset < self.size:
-            got = os.preadv(self.part_fd, [view[: min(self.chunk, self.size - offset)]], offset)
-            if self._abort.is_set():
-                raise InterruptedError("verify abandoned")
-            if got == 0:
-                raise _Stop(FAILED, f"the copy reads back only {offset} of {self.size} bytes")
-            digest.update(view[:got])
-            offset += got
-            self.progress = offset
-        os.posix_fadvise(self.part_fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return digest.hexdigest()
-
-
-def watch(copier: _Copier, stall_seconds: float, progress_cb: Progress | None) -> bool:
-    """Wait for the copy; False when it moved no byte for ``stall_seconds`` (a stall)."""
-    poll = min(1.0, stall_seconds / 4)
-    seen = (copier.phase, -1)
-    last_change = time.monotonic()
-    while not copier.finished.wait(poll):
-        now = time.monotonic()
-        current = (copier.phase, copier.progress)
-        if current != seen:
-            seen, last_change = current, now
-            if progress_cb is not None:
-                progress_cb(current[0], current[1], copier.size)
-        elif now - last_change >= stall_seconds:
-            return False
-    if progress_cb is not None and copier.error is None:
-        progress_cb(copier.phase, copier.progress, copier.size)
-    return True
-
-
 # -- one move -----------------------------------------------------------------------------------
 
 
@@ -390,76 +137,52 @@ class MoveOptions:
     chunk: int = DEFAULT_CHUNK
 
 
-class _PartFile:
-    """The destination's part file: created exclusively, flocked, removed unless committed."""
+# What each landing problem means for a local move: which result, and the words for the log.
+WORDING: Wording = {
+    Problem.OPEN_DIR: (DRIVE_GONE, "cannot open {dest}: {reason}"),
+    Problem.CHECK_FINAL: (DRIVE_GONE, "cannot check {final}: {reason}"),
+    Problem.FINAL_TAKEN: (FAILED, "{final} already exists and is a different file"),
+    Problem.OPEN_FINAL: (FAILED, "cannot compare with {final}: {reason}"),
+    Problem.READ_FINAL: (FAILED, "cannot compare with {final}: {reason}"),
+    Problem.FINAL_DIFFERS: (FAILED, "{final} already exists with different content"),
+    Problem.LIST_DIR: (DRIVE_GONE, "cannot list the destination: {reason}"),
+    Problem.PART_BUSY: (FAILED, "{part} is being written by another process"),
+    Problem.LOST_RACE: (FAILED, "lost a race for {part}; trying again next run"),
+    Problem.CREATE_DENIED: (DRIVE_GONE, "cannot create {part}: {reason}"),
+    Problem.CREATE_FAILED: (DRIVE_GONE, "cannot create {part}: {reason}"),
+    Problem.NO_ROOM: (NO_ROOM, "{dest} has {free} bytes free, the plot needs {needed}"),
+    Problem.RESERVE_NO_SPACE: (NO_ROOM, "cannot reserve {size} bytes in {dest}: {reason}"),
+    Problem.RESERVE_TOO_BIG: (NO_ROOM, "cannot reserve {size} bytes in {dest}: {reason}"),
+    Problem.RESERVE_FAILED: (FAILED, "cannot reserve space in {dest}: {reason}"),
+    # The copier writes and fsyncs itself (copy_worker.py); these three would come only from
+    # Landing.write and Landing.commit(flush=True), which a local move does not use.
+    Problem.WRITE_NO_SPACE: (NO_ROOM, "{dest} ran out of space while copying"),
+    Problem.WRITE_FAILED: (FAILED, "copy failed: {reason}"),
+    Problem.FLUSH: (FAILED, "copy failed: {reason}"),
+    Problem.CHECK_PART: (FAILED, "{part} vanished before it could be renamed: {reason}"),
+    Problem.PART_REPLACED: (FAILED, "{part} was replaced while copying"),
+    Problem.FINAL_APPEARED: (FAILED, "{name} appeared in {dest} while copying"),
+    Problem.RENAME: (FAILED, "cannot rename {part} to {name}: {reason}"),
+    Problem.FLUSH_DIR: (FAILED, "{reason}"),
+}
 
-    def __init__(self, dir_fd: int, name: str) -> None:
-        self.dir_fd = dir_fd
-        self.name = part_name(name)
-        self.fd: int | None = None
-        self.inode: int | None = None
 
-    def create(self) -> int:
-        try:
-            self.fd, self.inode = part_files.create_part(self.dir_fd, self.name)
-        except FileExistsError:
-            raise _Stop(FAILED, f"{self.name} is being written by another process") from None
-        except part_files.LostRace:
-            raise _Stop(FAILED, f"lost a race for {self.name}; trying again next run") from None
-        except OSError as exc:
-            raise _Stop(DRIVE_GONE, f"cannot create {self.name}: {exc.strerror}") from None
-        return self.fd
-
-    def remove(self) -> None:
-        """Remove our part file (only if the name is still ours)."""
-        with contextlib.suppress(OSError):
-            part_files.remove_own_part(self.dir_fd, self.name, self.inode)
-        self.inode = None
-
-
-def _reserve(dir_fd: int, dest_dir: Path, part: _PartFile, size: int, replace_og: bool) -> Path | None:
+def _reserve(landing: Landing, dest_dir: Path, size: int, replace_og: bool) -> Path | None:
     """Clean stale parts, make room (replace mode), check space, create and preallocate the
     part: one step under the directory's flock, as receivers do. Returns a deleted OG plot."""
-    with part_files.directory_turn(dir_fd):
-        clean_stale_parts(dir_fd)
-        replaced = None
-        if replace_og and not has_room(free_bytes(dir_fd), size):
+    replaced: Path | None = None
+
+    def make_room() -> None:
+        nonlocal replaced
+        assert landing.dir_fd is not None
+        if not has_room(free_bytes(landing.dir_fd), size):
             try:
                 replaced = make_room_for(dest_dir, size + SPACE_MARGIN)
             except (PlotManagerError, OSError) as exc:
                 raise _Stop(NO_ROOM, f"replace mode: {exc}") from None
-        free = free_bytes(dir_fd)
-        if not has_room(free, size):
-            raise _Stop(NO_ROOM, f"{dest_dir} has {free} bytes free, the plot needs {size + SPACE_MARGIN}")
-        fd = part.create()
-        try:
-            part_files.preallocate(fd, size)
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise _Stop(NO_ROOM, f"cannot reserve {size} bytes in {dest_dir}: {exc.strerror}") from None
-            raise _Stop(FAILED, f"cannot reserve space in {dest_dir}: {exc.strerror}") from None
-        return replaced
 
-
-def _commit(dir_fd: int, part: _PartFile, name: str, dest_dir: Path) -> None:
-    """Give the verified part its final name, never over an existing file; fsync the dir."""
-    assert part.fd is not None
-    try:
-        ours = part_files.is_ours(dir_fd, part.name, part.inode)
-    except OSError as exc:
-        raise _Stop(FAILED, f"{part.name} vanished before it could be renamed: {exc.strerror}") from None
-    if not ours:
-        raise _Stop(FAILED, f"{part.name} was replaced while copying")
-    try:
-        linked = part_files.link_into_place(dir_fd, part.name, name)
-    except FileExistsError:
-        raise _Stop(FAILED, f"{name} appeared in {dest_dir} while copying") from None
-    except OSError as exc:
-        raise _Stop(FAILED, f"cannot rename {part.name} to {name}: {exc.strerror}") from None
-    if linked:
-        os.unlink(part.name, dir_fd=dir_fd)
-    part.inode = None  # committed: nothing to remove any more
-    os.fsync(dir_fd)
+    landing.reserve(make_room if replace_og else None)
+    return replaced
 
 
 def delete_source(source: Path, identity: SourceIdentity) -> str:
@@ -476,26 +199,15 @@ def delete_source(source: Path, identity: SourceIdentity) -> str:
     return ""
 
 
-def _already_there(dir_fd: int, dest_dir: Path, source: Path, identity: SourceIdentity) -> tuple[bool, str]:
-    """The final name exists: (True, digest) when it holds exactly the source's bytes (a run
-    stopped after its rename, before deleting the source); raises _Stop for anything else."""
-    name = source.name
+def _already_there(landing: Landing, source: Path) -> str:
+    """The final name holds a file of the source's size: its digest when it holds exactly the
+    source's bytes (a run stopped after its rename, before deleting the source); raises _Stop
+    for anything else."""
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False, ""
+        size, digest = hash_file(source)
     except OSError as exc:
-        raise _Stop(DRIVE_GONE, f"cannot check {dest_dir / name}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode) or st.st_size != identity.size:
-        raise _Stop(FAILED, f"{dest_dir / name} already exists and is a different file")
-    try:
-        theirs = hash_file(dest_dir / name)
-        ours = hash_file(source)
-    except OSError as exc:
-        raise _Stop(FAILED, f"cannot compare with {dest_dir / name}: {exc.strerror}") from None
-    if theirs != ours:
-        raise _Stop(FAILED, f"{dest_dir / name} already exists with different content")
-    return True, ours[1]
+        raise _Stop(FAILED, f"cannot compare with {Path(landing.dest) / landing.name}: {exc.strerror}") from None
+    return landing.prove_final(size, digest)
 
 
 def move_plot(
@@ -523,42 +235,41 @@ def move_plot(
         identity = SourceIdentity.of(source)
     except OSError as exc:
         return result(FAILED, f"cannot read {source}: {exc.strerror or exc}")
-    try:
-        dir_fd = part_files.open_directory(dest_dir)
-    except OSError as exc:
-        return result(DRIVE_GONE, f"cannot open {dest_dir}: {exc.strerror}")
-    part = _PartFile(dir_fd, name)
-    copier: _Copier | None = None
+    landing = Landing(dest_dir, name, identity.size, wording=WORDING, fail=_Stop, on_stale=_report_stale,
+                      note=log.warning)
+    copier: Copier | None = None
     replaced: Path | None = None
     registered = False
     try:
-        present, digest = _already_there(dir_fd, dest_dir, source, identity)
-        if present:
+        landing.open()
+        if landing.final_name() is FinalName.SAME_SIZE:
+            digest = _already_there(landing, source)
             kept = delete_source(source, identity)
             return result(MOVED, kept or "already on the drive, identical (an earlier run stopped before deleting the source)",
                           destination=dest_dir / name, size=identity.size, hexdigest=digest, source_deleted=not kept)
-        replaced = _reserve(dir_fd, dest_dir, part, identity.size, options.may_replace_og and kind == KIND_POOL)
+        replaced = _reserve(landing, dest_dir, identity.size, options.may_replace_og and kind == KIND_POOL)
         if on_part is not None:
-            on_part(dest_dir / part.name)
+            on_part(dest_dir / landing.part)
             registered = True
         try:
             src_fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise _Stop(FAILED, f"cannot open {source}: {exc.strerror}") from None
-        assert part.fd is not None
-        copier = _Copier(src_fd, part.fd, identity.size, chunk=options.chunk, read=read, verify=options.verify,
+        assert landing.part_fd is not None
+        copier = Copier(src_fd, landing.part_fd, identity.size, chunk=options.chunk, read=read, verify=options.verify,
                          bytes_per_second=options.bytes_per_second).start()
+        landing.hand_over_part_fd()  # the copier closes it now (see copy_worker.Copier), even after a stall
         if not watch(copier, options.stall_seconds, progress_cb):
             # Said before the clean-up: removing the part file may itself wait for a hung disk.
             log.info("%s: stalled at byte %d of %d (%s phase); aborting and removing %s", name, copier.progress,
-                     identity.size, copier.phase, part.name)
+                     identity.size, copier.phase, landing.part)
             raise _Stop(FAILED, f"stalled: no byte {'copied' if copier.phase == 'copy' else 'read back'} for "
                                 f"{options.stall_seconds:g} s (at byte {copier.progress} of {identity.size})",
                         stalled=True)
         if copier.error is not None:
             error = copier.error
-            if isinstance(error, _Stop):
-                raise error
+            if isinstance(error, CopyFailed):
+                raise _Stop(FAILED, str(error))
             if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _Stop(NO_ROOM, f"{dest_dir} ran out of space while copying")
             raise _Stop(FAILED, f"copy failed: {getattr(error, 'strerror', None) or error}")
@@ -567,7 +278,7 @@ def move_plot(
         if options.verify and copier.verified_hexdigest != copier.hexdigest:
             raise _Stop(FAILED, f"the copy on the drive differs from the source (read back {copier.verified_hexdigest}, "
                                 f"source {copier.hexdigest})")
-        _commit(dir_fd, part, name, dest_dir)
+        landing.commit(flush=False)  # the copier's write-back fsynced the part already
         kept = delete_source(source, identity)
         if kept:
             log.warning("moved %s to %s but kept the source: %s", name, dest_dir, kept)
@@ -580,9 +291,6 @@ def move_plot(
     finally:
         if copier is not None:
             copier.abandon()  # closes the descriptors now, or when a stuck read or write returns
-        elif part.fd is not None:
-            os.close(part.fd)
-        part.remove()
+        landing.close()  # removes the part file unless it became the plot
         if registered and on_part is not None:
             on_part(None)
-        os.close(dir_fd)
