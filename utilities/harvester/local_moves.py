@@ -46,17 +46,8 @@ from utilities.plot_finder import FinishedPlot, finished_plots
 from utilities.progress import bar_per_phase, quarter_marks_per_phase
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
-from utilities.transfer.local_copy import (
-    FAILED,
-    MOVED,
-    NO_ROOM,
-    MoveOptions,
-    MoveResult,
-    Progress,
-    Reader,
-    move_plot,
-    pread_into,
-)
+from utilities.transfer.copy_worker import Progress, Reader, pread_into
+from utilities.transfer.local_copy import FAILED, MOVED, NO_ROOM, MoveOptions, MoveResult, move_plot
 
 log = logging.getLogger(__name__)
 
