@@ -4,6 +4,8 @@ the integration tests of ``prepare_drive``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 FSTAB_BEFORE = (
     "# /etc/fstab: static file system information.\n"
     "UUID=11111111-2222-3333-4444-555555555555 / ext4 errors=remount-ro 0 1\n"
@@ -34,3 +36,18 @@ farmer:
   logging: *id001
   port: 8447
 """
+
+
+def drive_prep_files(tmp_path: Path) -> dict[str, Path]:
+    """A mount layout with drive1 and drive3 taken (and a non-drive folder), the fstab (0640) and
+    chia's config above, under ``tmp_path``."""
+    layout = tmp_path / "mnt"
+    (layout / "drive1").mkdir(parents=True)
+    (layout / "drive3").mkdir()
+    (layout / "notadrive7").mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(FSTAB_BEFORE)
+    fstab.chmod(0o640)
+    config = tmp_path / "config.yaml"
+    config.write_text(CHIA_CONFIG)
+    return {"layout": layout, "fstab": fstab, "config": config}

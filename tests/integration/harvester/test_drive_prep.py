@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.drive_prep_samples import CHIA_CONFIG, FSTAB_BEFORE
+from tests.support.drive_prep_samples import CHIA_CONFIG, FSTAB_BEFORE, drive_prep_files
 from tests.support.loopdrives import mounts, requires_root_and_loop, requires_xfs, umount
 from utilities.errors import DriveError
 from utilities.harvester.drive_prep import PreparedDrive, prepare_drive
@@ -83,16 +83,7 @@ def loop_device(tmp_path: Path) -> Iterator[Callable[[int], str]]:
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Path]:
-    layout = tmp_path / "mnt"
-    (layout / "drive1").mkdir(parents=True)
-    (layout / "drive3").mkdir()
-    (layout / "notadrive7").mkdir()
-    fstab = tmp_path / "fstab"
-    fstab.write_text(FSTAB_BEFORE)
-    fstab.chmod(0o640)
-    config = tmp_path / "config.yaml"
-    config.write_text(CHIA_CONFIG)
-    return {"layout": layout, "fstab": fstab, "config": config}
+    return drive_prep_files(tmp_path)
 
 
 def _yes(_prompt: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.drive_prep_samples import CHIA_CONFIG, FSTAB_BEFORE
+from tests.support.drive_prep_samples import CHIA_CONFIG, FSTAB_BEFORE, drive_prep_files
 from utilities.errors import DriveError
 from utilities.harvester.drive_registration import (
     add_fstab_entry,
@@ -24,16 +24,7 @@ from utilities.harvester.drive_registration import (
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Path]:
-    layout = tmp_path / "mnt"
-    (layout / "drive1").mkdir(parents=True)
-    (layout / "drive3").mkdir()
-    (layout / "notadrive7").mkdir()
-    fstab = tmp_path / "fstab"
-    fstab.write_text(FSTAB_BEFORE)
-    fstab.chmod(0o640)
-    config = tmp_path / "config.yaml"
-    config.write_text(CHIA_CONFIG)
-    return {"layout": layout, "fstab": fstab, "config": config}
+    return drive_prep_files(tmp_path)
 
 
 def test_next_free_mountpoint(env: dict[str, Path]) -> None:
