@@ -27,14 +27,6 @@ WAIT_AND_WRITE = (copy_worker.SYNC_FILE_RANGE_WAIT_BEFORE | copy_worker.SYNC_FIL
                   | copy_worker.SYNC_FILE_RANGE_WAIT_AFTER)
 
 
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    source, dest = tmp_path / "out", tmp_path / "drive"
-    source.mkdir()
-    dest.mkdir()
-    return source, dest
-
-
 def _leftovers(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir())
 

@@ -27,13 +27,6 @@ class Stop(Exception):
 
 
 @pytest.fixture
-def drive(tmp_path: Path) -> Path:
-    path = tmp_path / "drive"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def landings(drive: Path) -> Iterator[list[Landing]]:
     made: list[Landing] = []
     yield made

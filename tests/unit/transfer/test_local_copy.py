@@ -23,14 +23,6 @@ NO_STALL = DEADLINE
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    source, dest = tmp_path / "out", tmp_path / "drive"
-    source.mkdir()
-    dest.mkdir()
-    return source, dest
-
-
-@pytest.fixture
 def gated() -> Iterator[GatedReader]:
     reader = GatedReader(hold_after=64 * 1024)
     try:

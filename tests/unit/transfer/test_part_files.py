@@ -16,13 +16,6 @@ NAME = "plot-k32-2021-05-01-00-00-" + "c" * 64 + ".plot"
 
 
 @pytest.fixture
-def drive(tmp_path: Path) -> Path:
-    path = tmp_path / "drive"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def dir_fd(drive: Path) -> Iterator[int]:
     fd = part_files.open_directory(drive)
     try:
