@@ -570,7 +570,7 @@ def test_stream_and_verify_must_match_exactly(receivers, senders, tmp_path: Path
     digest = xxhash.xxh3_128(data).hexdigest()
     verify = {
         "more bytes": format_verify(len(data), digest),
-        "wrong hash": format_verify(len(data), xxhash.xxh3_128(data[:-1] + b"\0").hexdigest()),
+        "wrong hash": format_verify(len(data), xxhash.xxh3_128(data[:-1] + bytes([data[-1] ^ 0xFF])).hexdigest()),
         "wrong size": format_verify(len(data) + 1, digest),
         "garbage": "VERIFY please",
     }[case]
