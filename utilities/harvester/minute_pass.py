@@ -377,6 +377,7 @@ def run_harvester_pass(
     )
     return outcome
 
+
 def summarise_drive(state: DriveState, plot_size: int, reserve_slots: int, offline: bool) -> DriveSummary:
     loc = state.location
     return DriveSummary(
