@@ -15,6 +15,19 @@ The control conversation, one line each way over the SSH channel (the receiver's
     receiver:       OK <xxh3_128 hex>                   fsynced and renamed into place
     or at any step: ERROR <kind>: <detail>              nothing left behind, non-zero exit
 
+A session (``receive_plot.sh [--allow-from ADDR] --session PORT``) takes several plots in turn
+on one receiver process and one listening port, each plot still hashed, verified, fsynced and
+renamed on its own; the fixed cost per plot falls to a round trip and a TCP connect::
+
+    plotter:        PLOT <name> <size>                  (first line; again after each OK)
+    receiver:       READY <port> | PRESENT <size> | ERROR ...    then as above, up to OK
+    plotter:        PLOT <next name> <size>  ...  or EOF (closes stdin): the receiver exits 0
+    after any ERROR the session is over (the receiver exits with that kind's status).
+
+With a receive set (``--drives``, written into the script by drive_manager.py) each receiver
+claims one drive for its whole session (``claims.py``); when every drive of the set is claimed
+it answers ``ERROR busy`` and the plotter sends that plot elsewhere or later, not as a failure.
+
 The plotter's side is ``sender.py`` (with ``stream.py`` and ``channel.py``), the harvester's is
 ``receiver.py`` (with ``intake.py`` and ``landing.py``).  Everything here is pure (building and
 parsing lines, choosing a port) so it is tested without processes, and light: the receiver
@@ -40,6 +53,8 @@ PRESENT = "PRESENT"  # the final name already holds a file of this size: prove i
 OK = "OK"
 ERROR = "ERROR"
 VERIFY = "VERIFY"
+PLOT = "PLOT"  # session mode: the next plot of the session, "PLOT <name> <size>"
+SESSION_OPTION = "--session"
 
 MIN_PORT = 1024
 MAX_PORT = 65535
@@ -133,6 +148,14 @@ def format_verify(size: int, hexdigest: str) -> str:
     return f"{VERIFY} {size} {hexdigest}"
 
 
+def format_plot(name: str, size: int) -> str:
+    """``PLOT <name> <size>``: the next plot of a session (the name is validated first)."""
+    validate_plot_name(name)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"size must be a positive number of bytes, got {size!r}")
+    return f"{PLOT} {name} {size}"
+
+
 # -- reading lines ------------------------------------------------------------------------------
 
 
@@ -166,6 +189,21 @@ def parse_verify_line(line: str | bytes) -> tuple[int, str] | None:
     if size is None or not _HEX128_RE.fullmatch(digest):
         return None
     return size, digest
+
+
+def parse_plot_line(line: str | bytes) -> tuple[str, int] | None:
+    """``PLOT <name> <size>`` -> (name, size) with a valid plot name; anything else -> None."""
+    parts = as_text(line).rstrip("\r\n").split(" ")
+    if len(parts) != 3 or parts[0] != PLOT:
+        return None
+    size = parse_int_field(parts[2], 1, 2**63 - 1)
+    if size is None:
+        return None
+    try:
+        validate_plot_name(parts[1])
+    except PlotManagerError:
+        return None
+    return parts[1], size
 
 
 @dataclass(frozen=True)
@@ -251,6 +289,20 @@ def build_receive_command(
     if allow_from is not None:
         words += ["--allow-from", str(ipaddress.ip_address(allow_from))]  # ValueError if not an IP
     words += [name, str(size), str(port)]
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def build_session_command(script_path: str | Path, port: int, allow_from: str | None = None) -> str:
+    """The shell command that starts a receiver session: ``<script> [--allow-from ADDR]
+    --session PORT``, every word quoted (pure)."""
+    validate_port(port)
+    script = str(script_path)
+    if not script or "\0" in script or "\n" in script:
+        raise ValueError(f"bad receive script path {script_path!r}")
+    words = [script]
+    if allow_from is not None:
+        words += ["--allow-from", str(ipaddress.ip_address(allow_from))]  # ValueError if not an IP
+    words += [SESSION_OPTION, str(port)]
     return " ".join(shlex.quote(word) for word in words)
 
 
