@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from urllib.parse import quote, unquote
 
 CLAIMS_DIRNAME = "receiving"
