@@ -1,11 +1,13 @@
-"""Sending one plot from the plotter to a harvester: the plotter's half of the protocol.
+"""Sending a plot from the plotter to a harvester: the plotter's half of the protocol.
 
-``send_plot`` starts the harvester's receiver through ``channel.py`` (SSH in production),
-waits for READY (or PRESENT: the plot is already there, an earlier OK was lost), streams the
-bytes through ``stream.py``, sends VERIFY and waits for OK; the lines are ``protocol.py``'s.  It
-never raises for a transfer problem and never touches the source: the result says ok or why
-not.  Only ``delete_source_after_ok`` removes the source, and only if it is still the very file
-that was sent (``integrity.SourceIdentity``).  Nothing here imports paramiko or the config.
+``send_plot`` starts the harvester's receiver for one plot through ``channel.py`` (SSH in
+production); ``session.py`` keeps one receiver session for plot after plot.  Either way each
+plot goes through ``exchange_plot`` here: wait for READY (or PRESENT: the plot is already
+there, an earlier OK was lost), stream the bytes through ``stream.py``, send VERIFY and wait for
+OK; the lines are ``protocol.py``'s.  Nothing here raises for a transfer problem or touches the
+source: the result says ok or why not.  Only ``delete_source_after_ok`` removes the source, and
+only if it is still the very file that was sent (``integrity.SourceIdentity``).  Nothing here
+imports paramiko or the config.
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ from utilities.transfer.stream import ProgressCallback, StreamResult, check_host
 
 @dataclass(frozen=True)
 class TransferResult:
-    """Outcome of send_plot.  ``ok`` means the receiver verified, fsynced and renamed the plot
-    (``reason`` may still carry a note); otherwise ``reason`` says what failed and
+    """Outcome of one plot's transfer.  ``ok`` means the receiver verified, fsynced and renamed
+    the plot (``reason`` may still carry a note); otherwise ``reason`` says what failed and
     ``receiver_error`` is the receiver's ERROR kind, if it gave one."""
 
     ok: bool
@@ -62,14 +64,86 @@ class TransferResult:
         return self.size / self.seconds / 1e6 if self.ok and self.seconds > 0 else 0.0
 
 
-def _finish(process: ReceiverProcess, timeout: float) -> int | None:
-    """Close our side, give the receiver ``timeout`` to exit, else stop it; its exit status."""
-    process.close_stdin()
-    status = process.wait(timeout)
-    if status is None:
-        process.kill()
-        status = process.wait(5)
-    return status
+@dataclass(frozen=True)
+class SendOptions:
+    """How long to wait for each step, and how the bytes go (the same for every plot of a run).
+
+    ``verify_timeout`` covers the receiver's fsync of a whole plot, which on a busy spinning
+    disk can take minutes.  ``data_address`` maps the receiver's (host, port) to where the
+    stream connects (a port forward; tests put a proxy there).  ``nc`` is the netcat to stream
+    through, or None for the plotter's own socket.
+    """
+
+    ready_timeout: float = 60.0
+    verify_timeout: float = 900.0
+    idle_timeout: float = 120.0
+    chunk: int = DEFAULT_CHUNK
+    data_address: Callable[[str, int], tuple[str, int]] | None = None
+    nc: str | None = "nc"
+
+
+@dataclass(frozen=True)
+class PlotJob:
+    """One plot on its way: the file, its name over there, the identity it had when we began,
+    where the stream goes, and when the send started (its ``seconds`` count from there)."""
+
+    path: Path
+    name: str
+    source: SourceIdentity
+    host: str
+    port: int
+    started: float
+    progress_cb: ProgressCallback | None = None
+
+    def result(self, ok: bool, reason: str = "", **extra: Any) -> TransferResult:
+        return TransferResult(
+            ok, self.name, reason, seconds=time.monotonic() - self.started, port=self.port, source=self.source, **extra
+        )
+
+
+@dataclass
+class Conversation:
+    """A started receiver and the reader of its lines: one plot's or a whole session's."""
+
+    process: ReceiverProcess
+    reader: ReplyReader
+
+    @classmethod
+    def start(cls, exec_fn: ExecFn, command: str) -> Conversation:
+        """Run ``command``; whatever ``exec_fn`` raises (SSH down, no shell) propagates."""
+        process = exec_fn(command)
+        return cls(process, ReplyReader(process.stdout).start())
+
+    def say(self, line: str) -> None:
+        """One line to the receiver; OSError/ValueError/EOFError if it is gone."""
+        self.process.stdin.write((line + "\n").encode())
+        self.process.stdin.flush()
+
+    def finish(self, timeout: float) -> int | None:
+        """Close our side, give the receiver ``timeout`` to exit, else stop it; its exit status."""
+        self.process.close_stdin()
+        status = self.process.wait(timeout)
+        if status is None:
+            self.process.kill()
+            status = self.process.wait(5)
+        return status
+
+    def ended(self) -> bool:
+        """Has the receiver exited (a session's receiver after its idle timeout)?"""
+        try:
+            return self.process.wait(0) is not None
+        except Exception:  # noqa: BLE001 - a channel that cannot even say is as good as gone
+            return True
+
+    def kill_if_running(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.process.wait(0) is None:
+                self.process.kill()
+
+
+def refused(name: str, started: float, reason: str, source: SourceIdentity | None = None) -> TransferResult:
+    """A send that never reached a receiver (bad input, no port left)."""
+    return TransferResult(False, name, reason, seconds=time.monotonic() - started, source=source)
 
 
 def send_plot(
@@ -90,16 +164,16 @@ def send_plot(
     nc: str | None = "nc",
     dest_name: str | None = None,
 ) -> TransferResult:
-    """Send one plot: start the receiver, wait for READY, stream, VERIFY, wait for OK.
+    """Send one plot on a receiver of its own (single-plot mode, what every harvester takes):
+    start the receiver, wait for READY, stream, VERIFY, wait for OK.
 
     ``dest_name`` is the plot's name on the harvester (e.g. with a ``portable.`` prefix);
     it defaults to the source's name and is validated like any plot name.
 
     ``exec_fn`` starts the receiver command (ParamikoExec in production, LocalExec in tests).
     Ports are tried from ``port`` upwards (``port_count`` of them, skipping ``busy_ports``)
-    while receivers answer "port in use".  ``verify_timeout`` covers the receiver's fsync of a
-    whole plot, which on a busy spinning disk can take minutes.  ``data_address`` maps the
-    receiver's (host, port) to where nc connects (a port forward; tests put a proxy there).
+    while receivers answer "port in use".  The timeouts, ``chunk``, ``data_address`` and ``nc``
+    are SendOptions'.
 
     Never raises for a transfer problem and never touches the source: the result says ok or
     why not, and only delete_source_after_ok removes the source.
@@ -107,16 +181,13 @@ def send_plot(
     path = Path(path)
     name = dest_name or path.name
     started = time.monotonic()
-
-    def failed(reason: str, **extra: Any) -> TransferResult:
-        return TransferResult(False, name, reason, seconds=time.monotonic() - started, **extra)
-
+    options = SendOptions(ready_timeout, verify_timeout, idle_timeout, chunk, data_address, nc)
     try:
         source = SourceIdentity.of(path)
         build_receive_command(script_path, name, source.size, validate_port(port))
         check_host(host)
     except (PlotManagerError, ValueError, OSError) as exc:
-        return failed(f"refused before starting: {exc}")
+        return refused(name, started, f"refused before starting: {exc}")
 
     source_address = source_address_towards(host, port)
     tried: set[int] = set(busy_ports)
@@ -124,137 +195,127 @@ def send_plot(
         try:
             current = pick_port(port, port_count, tried)
         except ValueError as exc:
-            return failed(f"refused before starting: {exc}")
+            return refused(name, started, f"refused before starting: {exc}")
         if current is None:
-            return failed(f"no free port in {port}..{port + port_count - 1}", source=source)
+            return refused(name, started, f"no free port in {port}..{port + port_count - 1}", source)
         tried.add(current)
+        job = PlotJob(path, name, source, host, current, started, progress_cb)
         command = build_receive_command(script_path, name, source.size, current, source_address)
-        result = _send_once(
-            exec_fn, command, path, name, host, current, source, started,
-            ready_timeout=ready_timeout, verify_timeout=verify_timeout, idle_timeout=idle_timeout,
-            chunk=chunk, progress_cb=progress_cb, data_address=data_address, nc=nc,
-        )  # fmt: skip
+        result = _send_once(exec_fn, command, job, options)
         if result.receiver_error != ERR_PORT_IN_USE:
             return result
 
 
-def _send_once(
-    exec_fn: ExecFn,
-    command: str,
-    path: Path,
-    name: str,
-    host: str,
-    port: int,
-    source: SourceIdentity,
-    started: float,
-    *,
-    ready_timeout: float,
-    verify_timeout: float,
-    idle_timeout: float,
-    chunk: int,
-    progress_cb: ProgressCallback | None,
-    data_address: Callable[[str, int], tuple[str, int]] | None,
-    nc: str | None,
-) -> TransferResult:
-    def result(ok: bool, reason: str = "", **extra: Any) -> TransferResult:
-        return TransferResult(ok, name, reason, seconds=time.monotonic() - started, port=port, source=source, **extra)
-
-    def receiver_failed(
-        process: ReceiverProcess, reader: ReplyReader, what: str, reply: ReceiverReply | None, **extra: Any
-    ) -> TransferResult:
-        """Close the channel, collect the receiver's own reason if it has one, and report.
-
-        Closing stdin first is what tells a receiver that is still waiting to give up and
-        remove its part file; a receiver that already failed has its ERROR line queued.
-        """
-        process.close_stdin()
-        if reply is None:
-            with contextlib.suppress(TimeoutError):
-                line = reader.next_line(timeout=10)
-                reply = parse_receiver_line(line) if line is not None else None
-        status = _finish(process, 10)
-        reason = what
-        if reply is not None and reply.is_error:
-            reason = f"{what}: receiver says {reply.describe()}"
-        elif reply is None:
-            err = process.stderr_text()
-            reason = f"{what} (receiver exit status {status}{'; ' + err if err else ''})"
-        return result(
-            False, reason, receiver_error=reply.reason if reply is not None and reply.is_error else "",
-            receiver_status=status, **extra,
-        )  # fmt: skip
-
+def _send_once(exec_fn: ExecFn, command: str, job: PlotJob, options: SendOptions) -> TransferResult:
+    """One receiver for one plot: the exchange, then the receiver's exit."""
     try:
-        process = exec_fn(command)
+        talk = Conversation.start(exec_fn, command)
     except Exception as exc:  # noqa: BLE001 - any failure to start is a failed transfer
-        return result(False, f"cannot start receiver: {exc}")
+        return job.result(False, f"cannot start receiver: {exc}")
     try:
-        reader = ReplyReader(process.stdout).start()
-        # 1. READY
-        try:
-            line = reader.next_line(ready_timeout)
-        except TimeoutError:
-            return receiver_failed(process, reader, f"no READY within {ready_timeout:.0f} s", None)
-        if line is None:
-            return receiver_failed(process, reader, "receiver ended before READY", None)
-        reply = parse_receiver_line(line)
-        present = reply.kind == PRESENT and reply.size == source.size
-        if not present and (reply.kind != READY or reply.port != port):
-            what = "receiver refused" if reply.is_error else f"expected READY {port}"
-            return receiver_failed(process, reader, what, reply if reply.is_error else protocol_error(line))
-
-        # 2. the stream, or (the plot is already there: an earlier OK was lost) only our hash
-        if present:
-            try:
-                size, digest = hash_file(path, chunk)
-            except OSError as exc:
-                return receiver_failed(process, reader, f"cannot read {path}: {exc.strerror or exc}", None)
-            streamed = StreamResult(size, digest, 0.0)
-        else:
-            target_host, target_port = data_address(host, port) if data_address else (host, port)
-            try:
-                streamed = stream_file(
-                    path, target_host, target_port, progress_cb, chunk,
-                    expected_size=source.size, idle_timeout=idle_timeout, nc=nc,
-                )  # fmt: skip
-            except (TransferError, OSError) as exc:
-                # Closing stdin tells the receiver to give up and remove its part file.
-                return receiver_failed(process, reader, f"stream failed: {exc}", None)
-
-        # 3. VERIFY / OK
-        try:
-            process.stdin.write((format_verify(streamed.size, streamed.hexdigest) + "\n").encode())
-            process.stdin.flush()
-        except (OSError, ValueError, EOFError) as exc:
-            return receiver_failed(process, reader, f"cannot send VERIFY: {exc}", None)
-        try:
-            line = reader.next_line(verify_timeout)
-        except TimeoutError:
-            return receiver_failed(process, reader, f"no answer to VERIFY within {verify_timeout:.0f} s", None)
-        if line is None:
-            return receiver_failed(process, reader, "receiver ended without answering VERIFY", None)
-        reply = parse_receiver_line(line)
-        extra = {"size": streamed.size, "stream_seconds": streamed.seconds, "hexdigest": streamed.hexdigest}
-        if reply.kind != OK:
-            what = "receiver rejected the plot" if reply.is_error else "unexpected answer to VERIFY"
-            return receiver_failed(process, reader, what, reply, **extra)
-        if reply.hexdigest != streamed.hexdigest:
-            return receiver_failed(
-                process, reader, f"receiver confirmed a different hash {reply.hexdigest}", None, **extra
-            )
+        result = exchange_plot(talk, job, options)
+        if not result.ok:
+            return result
         # OK is printed only after fsync, rename and directory fsync: it is the proof.  An odd
         # exit status after it (an SSH session torn down right after the line) changes nothing
         # about the plot, so it is only noted; treating it as a failure would keep the source
         # and make every retry end in "exists".
-        status = _finish(process, 30)
+        status = talk.finish(30)
         note = "" if status == 0 else f"receiver exited with status {status} after OK"
-        if present:
-            note = "already on the harvester, identical (an earlier OK was lost)" + (f"; {note}" if note else "")
-        return result(True, note, receiver_status=status, **extra)
+        reason = "; ".join(part for part in (result.reason, note) if part)
+        return job.result(
+            True, reason, receiver_status=status, size=result.size, stream_seconds=result.stream_seconds,
+            hexdigest=result.hexdigest,
+        )  # fmt: skip
     finally:
-        with contextlib.suppress(Exception):
-            if process.wait(0) is None:
-                process.kill()
+        talk.kill_if_running()
+
+
+def exchange_plot(talk: Conversation, job: PlotJob, options: SendOptions) -> TransferResult:
+    """One plot's exchange, from the receiver's first answer (to its command line, or to our
+    ``PLOT`` line in a session) to its ``OK``: READY or PRESENT, the stream, VERIFY, OK.
+
+    On success the receiver is left running (a session goes on; send_plot then collects the
+    exit status).  On any failure the receiver is finished here: closing stdin tells one that
+    still waits to give up and remove its part file, and its ERROR line, if it gave one, is the
+    reason.  Never raises for a transfer problem.
+    """
+    source = job.source
+
+    def failed(what: str, reply: ReceiverReply | None, **extra: Any) -> TransferResult:
+        """Close the channel, collect the receiver's own reason if it has one, and report.
+
+        A receiver that already failed has its ERROR line queued; one that is still waiting
+        gives up when stdin closes.
+        """
+        talk.process.close_stdin()
+        if reply is None:
+            with contextlib.suppress(TimeoutError):
+                line = talk.reader.next_line(timeout=10)
+                reply = parse_receiver_line(line) if line is not None else None
+        status = talk.finish(10)
+        reason = what
+        if reply is not None and reply.is_error:
+            reason = f"{what}: receiver says {reply.describe()}"
+        elif reply is None:
+            err = talk.process.stderr_text()
+            reason = f"{what} (receiver exit status {status}{'; ' + err if err else ''})"
+        return job.result(
+            False, reason, receiver_error=reply.reason if reply is not None and reply.is_error else "",
+            receiver_status=status, **extra,
+        )  # fmt: skip
+
+    # 1. READY
+    try:
+        line = talk.reader.next_line(options.ready_timeout)
+    except TimeoutError:
+        return failed(f"no READY within {options.ready_timeout:.0f} s", None)
+    if line is None:
+        return failed("receiver ended before READY", None)
+    reply = parse_receiver_line(line)
+    present = reply.kind == PRESENT and reply.size == source.size
+    if not present and (reply.kind != READY or reply.port != job.port):
+        what = "receiver refused" if reply.is_error else f"expected READY {job.port}"
+        return failed(what, reply if reply.is_error else protocol_error(line))
+
+    # 2. the stream, or (the plot is already there: an earlier OK was lost) only our hash
+    if present:
+        try:
+            size, digest = hash_file(job.path, options.chunk)
+        except OSError as exc:
+            return failed(f"cannot read {job.path}: {exc.strerror or exc}", None)
+        streamed = StreamResult(size, digest, 0.0)
+    else:
+        target = options.data_address(job.host, job.port) if options.data_address else (job.host, job.port)
+        try:
+            streamed = stream_file(
+                job.path, target[0], target[1], job.progress_cb, options.chunk,
+                expected_size=source.size, idle_timeout=options.idle_timeout, nc=options.nc,
+            )  # fmt: skip
+        except (TransferError, OSError) as exc:
+            # Closing stdin tells the receiver to give up and remove its part file.
+            return failed(f"stream failed: {exc}", None)
+
+    # 3. VERIFY / OK
+    try:
+        talk.say(format_verify(streamed.size, streamed.hexdigest))
+    except (OSError, ValueError, EOFError) as exc:
+        return failed(f"cannot send VERIFY: {exc}", None)
+    try:
+        line = talk.reader.next_line(options.verify_timeout)
+    except TimeoutError:
+        return failed(f"no answer to VERIFY within {options.verify_timeout:.0f} s", None)
+    if line is None:
+        return failed("receiver ended without answering VERIFY", None)
+    reply = parse_receiver_line(line)
+    extra = {"size": streamed.size, "stream_seconds": streamed.seconds, "hexdigest": streamed.hexdigest}
+    if reply.kind != OK:
+        what = "receiver rejected the plot" if reply.is_error else "unexpected answer to VERIFY"
+        return failed(what, reply, **extra)
+    if reply.hexdigest != streamed.hexdigest:
+        return failed(f"receiver confirmed a different hash {reply.hexdigest}", None, **extra)
+    note = "already on the harvester, identical (an earlier OK was lost)" if present else ""
+    return job.result(True, note, **extra)
 
 
 def delete_source_after_ok(path: str | Path, result: TransferResult) -> None:
