@@ -18,6 +18,8 @@ need_root() {
 packages=(python3 python3-venv python3-pip smartmontools netcat-openbsd openssh-client util-linux e2fsprogs)
 if [ "$kind" = dev ]; then
     packages+=(openssh-server openssh-sftp-server xfsprogs iproute2 rsync parted)
+    # The dashboard's tests: a real browser and node_exporter's textfile collector.
+    packages+=(chromium chromium-driver prometheus-node-exporter)
 fi
 missing=()
 for p in "${packages[@]}"; do
