@@ -3,7 +3,8 @@
 A plot is only sent when everything says it is finished: the name ends exactly in .plot/.plot2
 (plotters write .tmp names and rename at the end), the header parses, the size fits its k and
 compression, and no process still has the file open for writing. Anything else waits for a
-later run; nothing here deletes or moves a file.
+later run; nothing here deletes or moves a file. A plot group (``.gplot``) is listed among the
+skipped files with its reason, never sent or moved: chia has not settled its format.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 from utilities.errors import PlotFileError
 from utilities.plots import (
     PlotHeader,
-    is_finished_plot_name,
+    is_counted_plot_name,
+    is_plot_group_name,
     plot_size_fits,
     read_plot_header,
     validate_plot_name,
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 _ACCESS_MODE = os.O_ACCMODE
 _WRITE_MODES = (os.O_WRONLY, os.O_RDWR)
+PLOT_GROUP_SKIP_REASON = (
+    "a plot group (.gplot): counted on the drives but never sent or moved until chia settles its format"
+)
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,10 @@ def open_for_writing(paths: Iterable[str], proc: str = "/proc") -> set[str]:
 
 
 def candidate_files(patterns: Sequence[str]) -> dict[str, Path]:
-    """Files with a finished plot name in the plot directories (globs), each once, keyed by
-    real path: that is the name /proc shows for a descriptor, so a plot directory reached
-    through a symlink is still checked for writers."""
+    """Files with a finished plot or plot group name in the plot directories (globs), each
+    once, keyed by real path: that is the name /proc shows for a descriptor, so a plot
+    directory reached through a symlink is still checked for writers. Plot groups are here
+    only so the caller can say why they stay."""
     seen: dict[str, Path] = {}
     for pattern in patterns:
         for directory in sorted(glob.glob(os.path.expanduser(pattern))):
@@ -91,7 +97,7 @@ def candidate_files(patterns: Sequence[str]) -> dict[str, Path]:
             except OSError:
                 continue
             for entry in entries:
-                if is_finished_plot_name(entry.name) and entry.is_file(follow_symlinks=False):
+                if is_counted_plot_name(entry.name) and entry.is_file(follow_symlinks=False):
                     seen.setdefault(os.path.realpath(entry.path), Path(entry.path))
     return seen
 
@@ -103,6 +109,9 @@ def finished_plots(patterns: Sequence[str]) -> tuple[list[FinishedPlot], list[st
     writing = open_for_writing(candidates)
     ready: list[FinishedPlot] = []
     for real_path, path in candidates.items():
+        if is_plot_group_name(path.name):
+            skipped.append(f"{path}: {PLOT_GROUP_SKIP_REASON}")
+            continue
         try:
             validate_plot_name(path.name)
             st = path.stat()

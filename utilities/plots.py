@@ -25,6 +25,11 @@ Header layouts were checked against the writers' and readers' own sources (code 
   format version, a 32-byte id, a 1-byte k and a 1-byte strength, so only that prefix is relied
   on.  The memo position depends on the draft and is read only for drafts whose layout was seen.
   chia-blockchain itself (``chia/plotting/prover.py`` ``V2Prover``) cannot yet read any of it.
+* plot groups (``.gplot``): one file holding several new-format plots.  Chia has not settled
+  the format: chia-blockchain (``chia/plotting/prover.py``, ``util.py``) knows only ``.plot``
+  and ``.plot2``, and the only group layout seen is a pos2-chip draft that starts ``b"PoS2"``.
+  So a ``.gplot`` is counted wherever drives are counted but never moved, sent, replaced or
+  deleted: ``is_plot_group_name`` and ``parse_plot_group_header`` below.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from utilities.errors import PlotFileError
 # --------------------------------------------------------------------------------------------
 
 FINISHED_SUFFIXES = (".plot", ".plot2")
+PLOT_GROUP_SUFFIX = ".gplot"
 
 # k range accepted by chiapos (kMinPlotSize 18 .. kMaxPlotSize 50); mainnet needs k >= 32 but
 # tests and testnets use small plots, and refusing them here would hide them from the manager.
@@ -71,6 +77,22 @@ def is_finished_plot_name(name: str) -> bool:
     return name.endswith(FINISHED_SUFFIXES)
 
 
+def is_plot_group_name(name: str) -> bool:
+    """True if ``name`` is a plot group (``*.gplot``, not hidden): counted, never moved or sent.
+
+    Kept apart from is_finished_plot_name on purpose: every path that moves, sends or deletes
+    plots asks that one, so a plot group can only reach the paths that count.
+    """
+    if not name or name.startswith(".") or "/" in name or "\0" in name:
+        return False
+    return name.endswith(PLOT_GROUP_SUFFIX)
+
+
+def is_counted_plot_name(name: str) -> bool:
+    """True for every file a drive scan counts: finished plots and plot groups."""
+    return is_finished_plot_name(name) or is_plot_group_name(name)
+
+
 def validate_plot_name(name: str) -> str:
     """Return ``name`` if it is a safe, chia-style plot basename, else raise PlotFileError.
 
@@ -85,6 +107,8 @@ def validate_plot_name(name: str) -> str:
         raise PlotFileError(f"unsafe characters in plot file name {shown}")
     if name.startswith(("-", ".")) or ".." in name:
         raise PlotFileError(f"unsafe plot file name {shown}")
+    if name.endswith(PLOT_GROUP_SUFFIX):
+        raise PlotFileError(f"plot groups (.gplot) are counted but never sent or received: {shown}")
     if not _PLOT_NAME_RE.fullmatch(name):
         raise PlotFileError(f"not a chia plot file name: {shown}")
     return name
@@ -106,6 +130,7 @@ HEADER_READ_SIZE = 4096
 FORMAT_V1 = "v1"
 FORMAT_V2 = "v2"
 FORMAT_PLOT2 = "plot2"
+FORMAT_PLOT_GROUP = "gplot"
 
 KIND_OG = "og"
 KIND_POOL = "pool"
@@ -140,7 +165,8 @@ _PLOT2_MIN_K = 16  # chia-blockchain's preliminary v2 size table starts at k=16
 class PlotHeader:
     """What the first bytes of a plot file say.
 
-    ``format`` is "v1" (chiapos/madMAx), "v2" (bladebit) or "plot2" (new proof of space);
+    ``format`` is "v1" (chiapos/madMAx), "v2" (bladebit), "plot2" (new proof of space) or
+    "gplot" (a plot group);
     ``k`` is None only for a ``.plot2`` whose header layout we do not know; ``plot_id`` is
     lower-case hex ("" if unknown); ``memo_size`` is 0 if unknown; ``kind`` is "og" for a
     pool-public-key memo and "pool" for a pool-contract (portable/NFT) memo.
@@ -240,9 +266,10 @@ def _parse_plot2(data: bytes, name: str) -> PlotHeader:
             reader.pos = value
             memo_size = reader.u8("memo length")
         reader.take(memo_size, "memo")
-    # Every plot2 draft builds its memo as puzzle hash + farmer key + local key: no OG plots.
-    kind = KIND_OG if memo_size == OG_MEMO_SIZE else KIND_POOL
-    return PlotHeader(FORMAT_PLOT2, k, plot_id.hex(), memo_size, kind, 0)
+    # Every plot2 draft builds its memo as puzzle hash + farmer key + local key (pos2-chip
+    # PlotFormat takes a 32 + 48 + 32 byte memo): there are no OG plot2 files, whatever a draft's
+    # memo length says, so replace mode can never take a new plot for an old OG one.
+    return PlotHeader(FORMAT_PLOT2, k, plot_id.hex(), memo_size, KIND_POOL, 0)
 
 
 def _unknown_plot2(name: str) -> PlotHeader:
@@ -255,14 +282,34 @@ def _unknown_plot2(name: str) -> PlotHeader:
     return PlotHeader(FORMAT_PLOT2, None, plot_id, 0, KIND_POOL, 0)
 
 
+def parse_plot_group_header(data: bytes, name: str) -> PlotHeader:
+    """Parse the header of a plot group (``.gplot``) only where it is safe; else PlotFileError.
+
+    Safe means a draft whose whole header layout we have seen (``_PLOT2_MEMO_LAYOUT``): then
+    the group is counted as a pool plot (no new-format plot is OG).  Anything else (another
+    magic, an unseen draft) raises, and the drive scan counts the file as a plot of unknown
+    kind: guessing a kind from a format that is still changing could make the counts, and the
+    replace decisions built on them, wrong.  A group counts as one plot file either way,
+    because its plot count is not in any header layout that is settled.
+    """
+    magic, version = data[:4], data[4:5]
+    if magic not in PLOT2_MAGICS or not version or (magic, version[0]) not in _PLOT2_MEMO_LAYOUT:
+        raise PlotFileError(f"plot group header of a layout not known yet: {name}")
+    header = _parse_plot2(data, name)
+    return PlotHeader(FORMAT_PLOT_GROUP, header.k, header.plot_id, header.memo_size, KIND_POOL, 0)
+
+
 def parse_plot_header(data: bytes, name_for_errors: str) -> PlotHeader:
     """Parse the first bytes of a plot file (pure; ``data`` may be longer than the header).
 
-    ``name_for_errors`` is used in error messages and, for its ``.plot2`` suffix, to decide
-    that an unknown header still belongs to a new-format plot.  Raises PlotFileError for
-    anything that is not a plot header.
+    ``name_for_errors`` is used in error messages, for its ``.plot2`` suffix to decide that an
+    unknown header still belongs to a new-format plot, and for its ``.gplot`` suffix to read a
+    plot group's header (parse_plot_group_header).  Raises PlotFileError for anything that is
+    not a plot header.
     """
     name = name_for_errors
+    if name.endswith(PLOT_GROUP_SUFFIX):
+        return parse_plot_group_header(data, name)
     if data.startswith(V1_MAGIC):
         return _parse_v1(data, name)
     if data.startswith(V2_MAGIC):

@@ -4,6 +4,8 @@ Farmers moving to pools replace their OG plots one by one, so the farm loses at 
 worth of farming at any moment. The rules are strict because a deletion cannot be undone:
 - only a plot whose *header* says OG (128-byte memo) is ever deleted, never a pool plot, never a
   file whose header cannot be read (the name proves nothing);
+- only an old-format plot (chiapos/madMAx v1 or bladebit v2 header): a new proof-of-space
+  ``.plot2`` is never OG (plots.py), and a plot group (``.gplot``) is never even looked at;
 - at most one per incoming plot, and only when the drive has no room for that plot already;
 - the oldest OG plot on the drive goes first, and every deletion is logged and recorded.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from utilities.durable import fsync_directory
 from utilities.errors import DriveError, PlotFileError
-from utilities.plots import KIND_OG, is_finished_plot_name, read_plot_header
+from utilities.plots import FORMAT_V1, FORMAT_V2, KIND_OG, PlotHeader, is_finished_plot_name, read_plot_header
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,11 @@ class OgPlot:
     path: Path
     size: int
     mtime: float
+
+
+def is_old_og(header: PlotHeader) -> bool:
+    """Pure: the header is an old OG plot's, the only kind replace mode may delete."""
+    return header.kind == KIND_OG and header.format in (FORMAT_V1, FORMAT_V2)
 
 
 def og_plots(directory: Path) -> list[OgPlot]:
@@ -44,7 +51,7 @@ def og_plots(directory: Path) -> list[OgPlot]:
             st = entry.stat(follow_symlinks=False)
         except (PlotFileError, OSError):
             continue
-        if header.kind == KIND_OG:
+        if is_old_og(header):
             found.append(OgPlot(Path(entry.path), st.st_size, st.st_mtime))
     return sorted(found, key=lambda p: (p.mtime, p.path.name))
 
@@ -75,7 +82,7 @@ def make_room_for(directory: Path, incoming_bytes: int) -> Path | None:
             f"{incoming_bytes} bytes; refusing to delete more than one"
         )
     # Re-read the header right before deleting: the file must still be an OG plot.
-    if read_plot_header(victim.path).kind != KIND_OG:
+    if not is_old_og(read_plot_header(victim.path)):
         raise DriveError(f"{victim.path} is no longer an OG plot; nothing deleted")
     victim.path.unlink()
     fsync_directory(directory)

@@ -51,3 +51,17 @@ def test_a_plot_being_written_is_held_back_through_a_symlinked_directory(tmp_pat
     assert any("open for writing" in line for line in skipped)
     ready, _ = finished_plots([str(link)])
     assert [p.path.name for p in ready] == [plot.name]
+
+
+PLOT2_HEADER = b"pos2" + bytes([1]) + bytes([0x11]) * 32 + bytes([28, 2]) + bytes(112)  # pos2-chip draft 1
+
+
+def test_a_plot2_is_ready_and_a_plot_group_is_skipped_with_its_reason(tmp_path: Path) -> None:
+    plot2 = tmp_path / ("plot-k28-2026-01-01-00-00-" + "d" * 64 + ".plot2")
+    plot2.write_bytes(PLOT2_HEADER + bytes(4096))
+    group = tmp_path / ("plot-k28-2026-01-01-00-00-" + "e" * 64 + ".gplot")
+    group.write_bytes(b"PoS2" + PLOT2_HEADER[4:] + bytes(4096))
+    ready, skipped = finished_plots([str(tmp_path)])
+    assert [(p.path, p.header.format, p.header.kind) for p in ready] == [(plot2, "plot2", "pool")]
+    assert skipped == [f"{group}: a plot group (.gplot): counted on the drives but never sent or moved "
+                       "until chia settles its format"]

@@ -13,7 +13,9 @@ from tests.support import plotmaker
 from utilities.errors import PlotFileError
 from utilities.plots import (
     expected_plot_size,
+    is_counted_plot_name,
     is_finished_plot_name,
+    is_plot_group_name,
     parse_plot_header,
     parse_plot_size_setting,
     plot_id_from_name,
@@ -22,6 +24,7 @@ from utilities.plots import (
     size_tolerance,
     validate_plot_name,
 )
+from utilities.transfer.part_files import is_part_name, part_name
 
 GIB = 1024**3
 HEX64 = "0123456789abcdef" * 4
@@ -209,6 +212,53 @@ def test_plot2_with_unknown_header_is_still_a_plot(tmp_path: Path) -> None:
     assert header.plot_id == HEX64
     with pytest.raises(PlotFileError):  # the same bytes under a .plot name are garbage
         read_plot_header(_write(tmp_path / name.replace(".plot2", ".plot"), path.read_bytes()))
+
+
+def test_plot2_is_never_og_whatever_its_memo_length() -> None:
+    """Replace mode deletes only OG plots: a new-format plot must never look like one."""
+    data = b"pos2" + bytes([2]) + bytes([0x33]) * 32 + bytes([28, 2]) + b"\x00\x00\x00" + bytes([128]) + bytes(128)
+    header = parse_plot_header(data, "x.plot2")
+    assert (header.format, header.memo_size, header.kind) == ("plot2", 128, "pool")
+
+
+# --------------------------------------------------------------------------------------------
+# Plot groups (.gplot)
+# --------------------------------------------------------------------------------------------
+
+GROUP_NAME = "plot-k28-2025-01-01-00-00-" + HEX64 + ".gplot"
+
+
+def test_plot_group_header_is_read_only_for_a_layout_seen_before(tmp_path: Path) -> None:
+    # pos2-chip group draft: "PoS2", version 2, id, k, strength, group size (2), meta group (1),
+    # chunk index offset (8), 1-byte memo length, memo.
+    known = b"PoS2" + bytes([2]) + bytes([0x44]) * 32 + bytes([28, 2]) + bytes(11) + bytes([112]) + bytes(112)
+    header = read_plot_header(_write(tmp_path / GROUP_NAME, known + bytes(64)))
+    assert (header.format, header.k, header.plot_id, header.kind) == ("gplot", 28, "44" * 32, "pool")
+    unknown_cases = {
+        "future-draft.gplot": b"PoS2" + bytes([9]) + known[5:],
+        "other-magic.gplot": b"GRP0" + known[4:],
+        # An old OG plot's bytes under a group name are not read as OG (nor as a group).
+        "og-bytes.gplot": plotmaker.cached_plot("og").read_bytes()[:4096],
+        "empty.gplot": b"",
+    }
+    for name, data in unknown_cases.items():
+        path = _write(tmp_path / name, data)
+        with pytest.raises(PlotFileError, match="plot group header of a layout not known yet") as excinfo:
+            read_plot_header(path)
+        assert str(path) in str(excinfo.value)
+
+
+def test_plot_group_names_are_counted_but_never_sent_received_or_moved() -> None:
+    assert is_plot_group_name(GROUP_NAME) and is_counted_plot_name(GROUP_NAME)
+    assert not is_finished_plot_name(GROUP_NAME)  # what every move, send and delete asks
+    for name in ("." + GROUP_NAME, GROUP_NAME + ".tmp", "dir/" + GROUP_NAME, ""):
+        assert not is_plot_group_name(name) and not is_counted_plot_name(name), name
+    with pytest.raises(PlotFileError, match=r"plot groups \(\.gplot\) are counted but never sent or received"):
+        validate_plot_name(GROUP_NAME)
+    # Receivers and the stale part sweep: a plot2 part is ours, a plot group part never is.
+    plot2 = GROUP_NAME.replace(".gplot", ".plot2")
+    assert is_part_name(part_name(plot2))
+    assert not is_part_name(part_name(GROUP_NAME))
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ argument. Then the I/O: ``discover_drives`` asks psutil, the filesystem and udev
 which drives exist, and ``scan_drives`` counts plot files on them, reading a plot's header only
 when the state database has not seen that file (same path, size and mtime) before: a big
 harvester has tens of thousands of plots and the minute job must stay well under a second.
+Plot groups (``.gplot``) are counted too (they hold plots that farm), as plots of unknown kind
+unless their header is a layout already seen (``plots.parse_plot_group_header``).
 Which drive receives the next plot is decided in ``drive_choice.py``, over the scanned drives.
 """
 
@@ -24,7 +26,7 @@ import psutil
 from natsort import natsorted
 
 from utilities.errors import DriveError, PlotFileError, UsageError
-from utilities.plots import is_finished_plot_name, read_plot_header
+from utilities.plots import FORMAT_PLOT_GROUP, is_counted_plot_name, is_plot_group_name, read_plot_header
 from utilities.settings.harvester import DriveDiscoverySettings
 from utilities.state import CachedHeader
 
@@ -269,7 +271,10 @@ def _header_for(path: str, size: int, mtime_ns: int, cache: dict[str, CachedHead
         header = read_plot_header(path)
         fresh = CachedHeader(size, mtime_ns, header.format, header.k, header.kind, header.compression, header.plot_id)
     except (PlotFileError, OSError):
-        fresh = CachedHeader(size, mtime_ns, None, None, "unknown", 0, None)
+        # A plot group keeps its format even when its header is not one we can read: the
+        # format is what tells the next scan that reading it again would not help.
+        group = FORMAT_PLOT_GROUP if is_plot_group_name(os.path.basename(path)) else None
+        fresh = CachedHeader(size, mtime_ns, group, None, "unknown", 0, None)
     return fresh, True
 
 
@@ -285,13 +290,14 @@ def _cached_listing(
 
     Creating, deleting or renaming a file changes its directory's mtime, so an unchanged mtime
     means an unchanged set of names. Skipped (None) when the directory is new to us, holds a file
-    whose header could not be read, or had a file modified recently.
+    whose header could not be read, or had a file modified recently. A plot group whose header
+    layout we do not know does not count as unreadable: it stays unknown however often it is read.
     """
     if known_mtimes.get(directory) != dir_mtime_ns:
         return None
     entries = by_dir.get(directory, [])
     settle_ns = int((now - SETTLE_SECONDS) * 1e9)
-    if any(h.kind == "unknown" or h.mtime_ns > settle_ns for _, h in entries):
+    if any((h.kind == "unknown" and h.format != FORMAT_PLOT_GROUP) or h.mtime_ns > settle_ns for _, h in entries):
         return None
     return entries
 
@@ -304,7 +310,7 @@ def scan_drive(
     known_dir_mtimes: dict[str, int] | None = None,
     by_dir: dict[str, list[tuple[str, CachedHeader]]] | None = None,
 ) -> DriveState:
-    """Count the finished plots on one drive by kind, from the files themselves.
+    """Count the finished plots and plot groups on one drive by kind, from the files themselves.
 
     A plot directory that did not change since the last scan (same mtime) is counted from the
     state database without listing or stat-ing its files: the minute job on a JBOD of 30,000
@@ -342,7 +348,7 @@ def scan_drive(
             result.dir_mtimes.pop(directory, None)
             continue
         for entry in entries:
-            if not is_finished_plot_name(entry.name):
+            if not is_counted_plot_name(entry.name):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)

@@ -120,3 +120,49 @@ def test_unchanged_directory_is_counted_from_the_cache_and_changes_are_seen(tmp_
     copy_plot("pool", tmp_path)
     third = scan_drives([location], cache, known_dir_mtimes=second.dir_mtimes)
     assert third.drives[0].plots_pool == 2 and third.headers_read >= 1
+
+
+PLOT2_HEADER = b"pos2" + bytes([1]) + bytes([0x11]) * 32 + bytes([28, 2]) + bytes(112)  # pos2-chip draft 1
+
+
+def test_plot2_files_and_plot_groups_are_counted(tmp_path) -> None:
+    """A .plot2 is a (pool) plot; a .gplot counts as one plot, of unknown kind unless its header
+    layout is known, and its unknown header does not make the directory be listed every pass."""
+    import os
+    import time
+
+    from utilities.harvester.drives import scan_drives
+
+    old = time.time() - 3600
+    stem = "plot-k28-2026-01-01-00-00-"
+    plot2 = tmp_path / (stem + "1" * 64 + ".plot2")
+    plot2.write_bytes(PLOT2_HEADER + bytes(1000))
+    group = tmp_path / (stem + "2" * 64 + ".gplot")
+    group.write_bytes(b"GRP?" + bytes(2000))  # a group layout nobody has seen yet
+    (tmp_path / ("." + stem + "3" * 64 + ".gplot.part")).write_bytes(b"x")  # never counted
+    for path in (plot2, group):
+        os.utime(path, (old, old))
+    os.utime(tmp_path, (old, old))
+    location = DriveLocation("d", str(tmp_path), "/dev/x", "ext4", (str(tmp_path),))
+    first = scan_drives([location], {})
+    drive = first.drives[0]
+    assert (drive.plots_og, drive.plots_pool, drive.plots_unknown) == (0, 1, 1)
+    assert drive.plot_bytes == plot2.stat().st_size + group.stat().st_size
+    assert first.header_upserts[str(group)].format == "gplot"
+
+    # Unchanged directory: counted from the cache although the group's kind is unknown. Shown by
+    # changing the plot2 in place behind the scan's back: its cached size is what is counted.
+    cache = dict(first.header_upserts)
+    dir_times = os.stat(tmp_path)
+    os.truncate(plot2, 10)
+    os.utime(plot2, (old, old))
+    os.utime(tmp_path, ns=(dir_times.st_atime_ns, dir_times.st_mtime_ns))
+    second = scan_drives([location], cache, known_dir_mtimes=first.dir_mtimes)
+    assert second.drives[0].plot_bytes == drive.plot_bytes
+    assert (second.drives[0].plots_pool, second.drives[0].plots_unknown) == (1, 1)
+
+    # A group whose header layout is known is counted by its header: a pool plot.
+    plot2.write_bytes(PLOT2_HEADER)
+    group.write_bytes(b"PoS2" + bytes([2]) + bytes(32) + bytes([28, 2]) + bytes(11) + bytes([112]) + bytes(112))
+    third = scan_drives([location], {})
+    assert (third.drives[0].plots_pool, third.drives[0].plots_unknown) == (2, 0)
