@@ -459,3 +459,28 @@ def test_overlapping_runs_and_a_claimed_plot_are_left_alone(farm: LocalFarm) -> 
         claimed = farm.move()
     assert claimed.returncode == 0 and plot.exists() and farm.files("drive1") == []
     assert farm.move().returncode == 0 and farm.files("drive1") == [plot.name]
+
+
+def test_a_plot2_moves_and_a_plot_group_stays_but_is_counted(farm: LocalFarm) -> None:
+    """Proof-of-space v2: a .plot2 is a finished plot like any other; a .gplot (a plot group,
+    format not settled) is never moved, but counted wherever it lies on a plot drive."""
+    farm.harvester.run()
+    assert farm.local_drive() == "drive1"
+    stem = "plot-k28-2026-01-01-00-00-"
+    plot2 = farm.out / (stem + "1" * 64 + ".plot2")
+    plot2.write_bytes(b"pos2" + bytes([1]) + bytes([0x11]) * 32 + bytes([28, 2]) + bytes(112) + os.urandom(256 * 1024))
+    digest = xxh3(plot2)
+    group = farm.out / (stem + "2" * 64 + ".gplot")
+    group.write_bytes(b"PoS2" + os.urandom(256 * 1024))
+    on_drive = farm.drive("drive2") / (stem + "3" * 64 + ".gplot")
+    on_drive.write_bytes(group.read_bytes())
+    proc = farm.move()
+    assert proc.returncode == 0, proc.stderr
+    assert farm.files("drive1") == [plot2.name] and xxh3(farm.drive("drive1") / plot2.name) == digest
+    assert not plot2.exists() and group.exists()
+    assert f"not moving {group}: a plot group (.gplot)" in farm.log_text()
+    farm.harvester.run()
+    drives = {d["name"]: d for d in farm.harvester.export()["drives"]}
+    assert (drives["drive1"]["plots_pool"], drives["drive1"]["plots_unknown"]) == (1, 0)
+    assert (drives["drive2"]["plots_pool"], drives["drive2"]["plots_unknown"]) == (0, 1)
+    assert farm.move().returncode == 0 and group.exists() and farm.files("drive1") == [plot2.name]

@@ -65,3 +65,27 @@ def test_make_room_never_deletes_pool_plots_or_more_than_one(tmp_path: Path) -> 
         with pytest.raises(Exception, match="more than one"):
             make_room_for(d0, size * 3)
         assert second.exists()
+
+
+def test_make_room_never_deletes_a_plot2_or_a_plot_group(tmp_path: Path) -> None:
+    """New proof-of-space files are never "old OG plots": not a .plot2 whose memo is OG-sized,
+    not a .gplot, even when they are the oldest files on a full drive."""
+    stem = "plot-k28-2020-01-01-00-00-"
+    with LoopDrives(tmp_path / "mnt", ["drive0"], size_mb=32) as drives:
+        d0 = drives.drives[0].mountpoint
+        plot2 = d0 / (stem + "1" * 64 + ".plot2")
+        plot2.write_bytes(b"pos2" + bytes([2]) + bytes(32) + bytes([28, 2]) + bytes(3) + bytes([128]) + bytes(128))
+        group = d0 / (stem + "2" * 64 + ".gplot")
+        group.write_bytes(cached_plot("og").read_bytes())  # an OG plot's bytes under a group name
+        for path in (plot2, group):
+            os.utime(path, (1_000_000, 1_000_000))
+        size = cached_plot("og").stat().st_size
+        drives.fill_for_plots(drives.drives[0], 0, size)
+        with pytest.raises(Exception, match="no old OG plot"):
+            make_room_for(d0, size)
+        assert plot2.exists() and group.read_bytes() == cached_plot("og").read_bytes()
+        drives.unfill(drives.drives[0])
+        og = copy_plot("og", d0)  # newer than both, and still the only one that goes
+        drives.fill_for_plots(drives.drives[0], 0, size)
+        assert make_room_for(d0, size) == og
+        assert plot2.exists() and group.exists()
