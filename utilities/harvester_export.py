@@ -3,21 +3,31 @@
 Reports, the export JSON the plotters read and the receive-drive choice all come from the same
 snapshot, so a report can never disagree with what the program did. The export is versioned
 (``schema``) and parsed defensively: a plotter must survive a harvester that answers garbage.
+
+Receive sets (issue 12) added fields without a new schema: ``receive_set`` (the drives plots
+are received onto at once, in order), ``receives_available`` (how many more plots it takes now),
+``receiving`` (the receives in flight) and ``receive_protocol`` (2: sessions, busy answers and
+drive claims). An export without them is an older harvester's: one receive drive, protocol 1.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from utilities import __version__
 from utilities.durable import atomic_write
+from utilities.transfer.claims import ReceiveInFlight, claims_per_drive
 
 EXPORT_SCHEMA = 1
 TIB = 1024**4
+# What the harvester's receiver speaks: 1 = one plot per receiver process onto one drive (an
+# export without the field); 2 = sessions of several plots, busy answers, a set of drives.
+RECEIVE_PROTOCOL = 2
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,89 @@ class PartsRemoved:
 
 
 @dataclass(frozen=True)
+class ReceiveSetDrive:
+    """A drive of the receive set, by name, and whether a receiver may replace one old OG plot
+    on it to make room."""
+
+    name: str
+    replace: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "replace": self.replace}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ReceiveSetDrive:
+        """TypeError/ValueError for anything but ``{"name": str, "replace": bool}``."""
+        if not isinstance(data, dict):
+            raise TypeError("a receive_set entry is not an object")
+        name, replace = data.get("name"), data.get("replace", False)
+        if not isinstance(name, str) or not name:
+            raise ValueError("a receive_set entry needs a drive name")
+        if not isinstance(replace, bool):
+            raise ValueError(f"receive_set entry {name!r}: replace is not true or false")
+        return cls(name, replace)
+
+
+def receives_available(
+    receive_set: Sequence[ReceiveSetDrive],
+    drives: Sequence[DriveSummary],
+    per_drive: int,
+    receiving: Iterable[ReceiveInFlight],
+) -> int:
+    """Pure: how many more plots the harvester can take at once now.
+
+    Per drive of the set that can take a plot (a free slot, or replace allowed and an old OG plot
+    to replace) the receive slots its live claims leave free; a drive the scan no longer finds,
+    or one offline or unmounted, takes none.
+    """
+    held = claims_per_drive(receiving)
+    by_name = {d.name: d for d in drives}
+    total = 0
+    for entry in receive_set:
+        drive = by_name.get(entry.name)
+        if drive is None or not drive.mounted or drive.offline:
+            continue
+        if drive.free_slots >= 1 or (entry.replace and drive.plots_og >= 1):
+            total += max(0, per_drive - held.get(entry.name, 0))
+    return total
+
+
+def _parse_receive_set(data: Any, receive_drive: Any, extra: dict[str, Any]) -> tuple[ReceiveSetDrive, ...]:
+    """The export's receive set; an older harvester's (none) is its receive drive alone."""
+    if data is None or data == []:
+        if isinstance(receive_drive, str) and receive_drive:
+            return (ReceiveSetDrive(receive_drive, bool(extra.get("receive_replaces_old_plots"))),)
+        return ()
+    if not isinstance(data, list):
+        raise TypeError("receive_set is not a list")
+    return tuple(ReceiveSetDrive.from_dict(entry) for entry in data)
+
+
+def _parse_count(data: Any, key: str) -> int | None:
+    if data is None:
+        return None
+    if isinstance(data, bool) or not isinstance(data, int) or data < 0:
+        raise ValueError(f"{key} is not a whole number")
+    return data
+
+
+def _parse_receiving(data: Any) -> tuple[ReceiveInFlight, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise TypeError("receiving is not a list")
+    return tuple(ReceiveInFlight.from_dict(entry) for entry in data)
+
+
+def _parse_protocol(data: Any) -> int:
+    if data is None:
+        return 1
+    if isinstance(data, bool) or not isinstance(data, int) or data < 1:
+        raise ValueError("receive_protocol is not a positive whole number")
+    return data
+
+
+@dataclass(frozen=True)
 class HarvesterSnapshot:
     hostname: str
     generated_at: float
@@ -87,6 +180,11 @@ class HarvesterSnapshot:
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
     stale_parts: PartsRemoved = PartsRemoved()  # removed in the last 24 hours (cron passes)
+    # The drives plots are received onto at once, in order (receive_drive is the first).
+    receive_set: tuple[ReceiveSetDrive, ...] = ()
+    receives_available: int | None = None  # more plots it takes at once now; None: not known
+    receiving: tuple[ReceiveInFlight, ...] = ()  # live drive claims: receives in flight
+    receive_protocol: int = RECEIVE_PROTOCOL
 
     # -- derived totals (pure) ------------------------------------------------------------------
     @property
@@ -174,6 +272,10 @@ class HarvesterSnapshot:
             },
             "drives": [d.__dict__ for d in self.drives],
             "stale_parts_removed_24h": self.stale_parts.to_dict(),
+            "receive_set": [entry.to_dict() for entry in self.receive_set],
+            "receives_available": self.receives_available,
+            "receiving": [receive.to_dict() for receive in self.receiving],
+            "receive_protocol": self.receive_protocol,
             "extra": self.extra,
         }
 
@@ -186,6 +288,7 @@ class HarvesterSnapshot:
             raise ValueError(f"export schema {data.get('schema')!r} is not {EXPORT_SCHEMA}")
         try:
             drives = tuple(DriveSummary(**d) for d in data["drives"])
+            extra = dict(data.get("extra") or {})
             return cls(
                 hostname=str(data["hostname"]),
                 generated_at=float(data["generated_at"]),
@@ -197,8 +300,12 @@ class HarvesterSnapshot:
                 chia_plots_at=data.get("chia_plots_at"),
                 chia_bytes=data.get("chia_bytes"),
                 version=str(data.get("version", "unknown")),
-                extra=dict(data.get("extra") or {}),
+                extra=extra,
                 stale_parts=PartsRemoved.from_dict(data.get("stale_parts_removed_24h")),
+                receive_set=_parse_receive_set(data.get("receive_set"), data.get("receive_drive"), extra),
+                receives_available=_parse_count(data.get("receives_available"), "receives_available"),
+                receiving=_parse_receiving(data.get("receiving")),
+                receive_protocol=_parse_protocol(data.get("receive_protocol")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"export is malformed: {exc}") from None

@@ -117,3 +117,12 @@ def test_effective_settings_mask_secrets() -> None:
     text = effective_settings_yaml(settings)
     assert "hunter2" not in text and "********" in text
     assert "plot_size_bytes" in text
+
+
+def test_receive_set_limits_have_defaults_and_bounds() -> None:
+    harvester = validate_config({}).harvester
+    assert (harvester.concurrent_receive_drives, harvester.receives_per_drive) == (4, 1)
+    for key, bad, bound in (("concurrent_receive_drives", 0, "1"), ("concurrent_receive_drives", 65, "64"),
+                            ("receives_per_drive", 0, "1"), ("receives_per_drive", 9, "8")):
+        (line,) = _error_lines({"harvester": {key: bad}})
+        assert f"harvester.{key}:" in line and line.endswith(bound)

@@ -24,7 +24,8 @@ from utilities.harvester.farm_report import (
     uuid_report_text,
     validate_uuid,
 )
-from utilities.harvester.minute_pass import RECEIVE_KEY, read_drive_smart, run_harvester_pass, scan_harvester
+from utilities.harvester.minute_pass import read_drive_smart, run_harvester_pass, scan_harvester
+from utilities.harvester.receive_set import RECEIVE_KEY
 from utilities.harvester.reports import (
     daily_report_context,
     plot_report_data,
@@ -48,9 +49,7 @@ def _lock_path(settings: Settings) -> Path:
 
 def cron_pass(settings: Settings, config_path: Path, db: StateDB, wait: bool = False) -> None:
     with exclusive_lock(_lock_path(settings), "drive_manager.py cron run", wait=wait):
-        outcome = run_harvester_pass(settings, config_path, db, Notifier(settings.notifications))
-    if outcome.change_deferred:
-        print(f"receive drive change to {outcome.chosen_drive} deferred: a transfer is being received")
+        run_harvester_pass(settings, config_path, db, Notifier(settings.notifications))
 
 
 def _report_data(settings: Settings, db: StateDB) -> tuple[dict[str, Any], SmartInfo | None]:

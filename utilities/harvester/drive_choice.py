@@ -1,18 +1,22 @@
-"""Pure: which drive receives the next plot, from the network or from this harvester itself.
+"""Pure: which drives receive plots, from the network or from this harvester itself.
 
 Decided over the ``DriveState``s a scan produced (``drives.scan_drives``), with no disk touched:
 a drive is a candidate when it is mounted, not taken offline and has a free plot slot (its
-free space in plots, less the reserved slots); ``fill_in_order`` or ``most_free`` picks among
-them. In replace mode a drive holding old OG plots is chosen instead once the farm's free
-slots are down to the low-water mark (at once without ``fill_empty_first``). Plots made on this
-harvester (move_local_plots.py) go to another drive than the network's while one has room, so
-a local copy and a transfer do not write to one disk.
+free space in plots, less the reserved slots); ``fill_in_order`` or ``most_free`` orders them.
+In replace mode drives holding old OG plots come first instead once the farm's free slots are
+down to the low-water mark (at once without ``fill_empty_first``).
+
+The network receives onto a *set* of drives (``choose_receive_set``): several plots at once,
+each onto its own drive, because one HDD cannot keep up with one fast plotter. Plots made on
+this harvester (move_local_plots.py) go to a drive outside that set while one has room, so a
+local copy and a transfer do not write to one disk.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from utilities.harvester.drives import DriveState
 
@@ -23,30 +27,16 @@ def online_drives(drives: Sequence[DriveState], offline: Iterable[str]) -> list[
     return [d for d in drives if d.mounted and d.name not in offline_names]
 
 
-def choose_receive_drive(
-    drives: Sequence[DriveState],
-    offline: Iterable[str],
-    plot_size: int,
-    reserve_slots: int = 0,
-    policy: str = "fill_in_order",
-) -> DriveState | None:
-    """The drive that receives the next plot, or None when no online drive has a free slot.
+@dataclass(frozen=True)
+class ReceiveChoice:
+    """One drive of the receive set, and whether a receiver may replace one old OG plot on it."""
 
-    ``fill_in_order`` fills drives one after another in natural order of their mountpoints (the
-    original's behaviour: a farmer can tell from the mountpoint which drives are done);
-    ``most_free`` spreads plots to the drive with the most free slots.
-    """
-    candidates = [d for d in online_drives(drives, offline) if d.free_slots(plot_size, reserve_slots) >= 1]
-    if not candidates:
-        return None
-    if policy == "most_free":
-        return max(candidates, key=lambda d: d.free_slots(plot_size, reserve_slots))
-    return candidates[0]
+    drive: DriveState
+    replace: bool = False
 
-
-def choose_replace_drive(drives: Sequence[DriveState], offline: Iterable[str]) -> DriveState | None:
-    """Replace mode: the first online drive (natural order) that still holds old OG plots."""
-    return next((d for d in online_drives(drives, offline) if d.plots_og > 0), None)
+    @property
+    def name(self) -> str:
+        return self.drive.name
 
 
 def online_free_slots(
@@ -54,6 +44,64 @@ def online_free_slots(
 ) -> int:
     """Pure: the free plot slots of the mounted drives that are not offline."""
     return sum(d.free_slots(plot_size, reserve_slots) for d in online_drives(drives, offline))
+
+
+def _policy_order(drives: Sequence[DriveState], plot_size: int, reserve_slots: int, policy: str) -> list[DriveState]:
+    """The drives with a free slot, in the policy's order (ties keep natural order).
+
+    ``fill_in_order`` fills drives one after another in natural order of their mountpoints (the
+    original's behaviour: a farmer can tell from the mountpoint which drives are done);
+    ``most_free`` spreads plots over the drives with the most free slots.
+    """
+    free = [d for d in drives if d.free_slots(plot_size, reserve_slots) >= 1]
+    if policy == "most_free":
+        return sorted(free, key=lambda d: -d.free_slots(plot_size, reserve_slots))
+    return free
+
+
+def choose_receive_drive(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+) -> DriveState | None:
+    """The drive with a free slot the policy puts first, or None when no online drive has one."""
+    return next(iter(_policy_order(online_drives(drives, offline), plot_size, reserve_slots, policy)), None)
+
+
+def receive_order(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+    replace: bool = False,
+    fill_empty_first: bool = True,
+    low_water_mark: int = 0,
+    *,
+    farm_free_slots: int | None = None,
+) -> list[ReceiveChoice]:
+    """Every online drive that may receive a plot now, best first, each with its replace flag.
+
+    Without replacement: the drives with a free slot, in policy order. With it: the same while
+    ``fill_empty_first`` and the farm's free slots are above the low-water mark; past the mark
+    (at once without ``fill_empty_first``) the drives with old OG plots first (natural order,
+    each may replace one), then the drives with a free slot. The farm's free slots are those
+    of ``drives`` unless ``farm_free_slots`` says otherwise (the local drive is chosen among
+    some drives, but the mark is the farm's).
+    """
+    online = online_drives(drives, offline)
+    fill = [ReceiveChoice(d) for d in _policy_order(online, plot_size, reserve_slots, policy)]
+    if not replace:
+        return fill
+    if farm_free_slots is None:
+        farm_free_slots = sum(d.free_slots(plot_size, reserve_slots) for d in online)
+    if fill and fill_empty_first and farm_free_slots > low_water_mark:
+        return fill
+    replacing = [ReceiveChoice(d, True) for d in online if d.plots_og > 0]
+    taken = {c.name for c in replacing}
+    return replacing + [c for c in fill if c.name not in taken]
 
 
 def choose_receive_target(
@@ -68,26 +116,44 @@ def choose_receive_target(
     *,
     farm_free_slots: int | None = None,
 ) -> tuple[DriveState | None, bool]:
-    """The receive drive and whether incoming plots may replace old OG plots on it.
+    """The one best receive drive (``receive_order``'s first) and whether incoming plots may
+    replace old OG plots on it; (None, False) when no drive can take a plot."""
+    order = receive_order(drives, offline, plot_size, reserve_slots, policy, replace, fill_empty_first,
+                          low_water_mark, farm_free_slots=farm_free_slots)
+    return (order[0].drive, order[0].replace) if order else (None, False)
 
-    Without replacement this is ``choose_receive_drive``. With it: free space first while the
-    farm's free slots are above the low-water mark (if ``fill_empty_first``), then the first
-    drive with OG plots; with no OG plot left, free space again; None when neither is possible.
-    The farm's free slots are those of ``drives`` unless ``farm_free_slots`` says otherwise
-    (``choose_local_receive_target`` chooses among some drives, but the mark is the farm's).
+
+def choose_receive_set(
+    drives: Sequence[DriveState],
+    offline: Iterable[str],
+    plot_size: int,
+    reserve_slots: int = 0,
+    policy: str = "fill_in_order",
+    replace: bool = False,
+    fill_empty_first: bool = True,
+    low_water_mark: int = 0,
+    *,
+    size: int = 4,
+    keep_local_drive: bool = False,
+) -> list[ReceiveChoice]:
+    """The receive set: up to ``size`` drives in ``receive_order``; empty when none has room.
+
+    Each receiver claims one drive of the set for its whole transfer, so ``size`` is how many
+    plots the harvester takes at once. With ``keep_local_drive`` (local moves on) the drive
+    ``choose_local_receive_target`` reserves for local plots, chosen over the drives not in
+    the set, stays out of it: when the set would hold every drive with room, that drive (the
+    set's first) is left to local plots unless it is the set's only one.
     """
+    if size < 1:
+        raise ValueError(f"a receive set holds at least one drive, not {size}")
     offline_names = set(offline)
-    fill = choose_receive_drive(drives, offline_names, plot_size, reserve_slots, policy)
-    if not replace:
-        return fill, False
-    if farm_free_slots is None:
-        farm_free_slots = online_free_slots(drives, offline_names, plot_size, reserve_slots)
-    if fill is not None and fill_empty_first and farm_free_slots > low_water_mark:
-        return fill, False
-    target = choose_replace_drive(drives, offline_names)
-    if target is not None:
-        return target, True
-    return fill, False
+    chosen = receive_order(drives, offline_names, plot_size, reserve_slots, policy, replace, fill_empty_first,
+                           low_water_mark)[:size]
+    if not keep_local_drive or len(chosen) < 2:
+        return chosen
+    local, _ = choose_local_receive_target(drives, offline_names, plot_size, [c.name for c in chosen], reserve_slots,
+                                           policy, replace, fill_empty_first, low_water_mark)
+    return [c for c in chosen if local is None or c.name != local.name]
 
 
 def choose_local_receive_target(
@@ -105,10 +171,10 @@ def choose_local_receive_target(
     they may replace old OG plots on it.
 
     The same rules as ``choose_receive_target``, but over the drives that are not receiving
-    from the network (``network_drives``: the current and any pending receive drive), so a
-    local copy and a network transfer never write to one disk at once. Only when no other
-    drive has room does the local drive fall back to the network's. The farm's free slots
-    (for the replace low-water mark) count every online drive, the network's included.
+    from the network (``network_drives``: the receive set), so a local copy and a network
+    transfer never write to one disk at once. Only when no other drive has room does the local
+    drive fall back to the network's best one. The farm's free slots (for the replace low-water
+    mark) count every online drive, the network's included.
     """
     offline_names = set(offline)
     busy = {name for name in network_drives if name}

@@ -14,12 +14,11 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from utilities.chia_log import last_farming_status
 from utilities.config import Settings
-from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_target
+from utilities.harvester.drive_choice import choose_local_receive_target
 from utilities.harvester.drives import (
     DriveLocation,
     DriveState,
@@ -28,19 +27,17 @@ from utilities.harvester.drives import (
     probe_uuids,
     scan_drives,
 )
-from utilities.harvester.reports import format_health, format_temperature
-from utilities.harvester.smart import SmartInfo, read_many, read_smart
+from utilities.harvester.receive_set import RECEIVE_KEY, live_receives, update_receive_set, with_receive_set
+from utilities.harvester.smart import SmartInfo, read_many
 from utilities.harvester.stale_parts import RemovedPart, removed_last_day, sweep_stale_parts
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
 from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
-from utilities.text import format_size
 
 log = logging.getLogger(__name__)
 
-RECEIVE_KEY = "receive_drive"
 TEMPERATURE_CHECK_KEY = "last_temperature_check"
 UUID_CACHE_KEY = "uuid_cache"
 TEMPERATURES_KEY = "last_temperatures"
@@ -64,14 +61,10 @@ class Scan:
 class PassOutcome:
     snapshot: HarvesterSnapshot
     previous_drive: str | None
-    chosen_drive: str | None
-    change_deferred: bool = False
+    chosen_drive: str | None  # the receive set's first drive
+    chosen_set: list[str] = field(default_factory=list)  # the receive set, in order
     alerts: list[str] = field(default_factory=list)
     local_drive: str | None = None  # reserved for move_local_plots.py (local_moves.enabled)
-
-
-def receive_lock_path(settings: Settings) -> Path:
-    return settings.state_path / "receive.lock"
 
 
 def _boot_id() -> str:
@@ -110,8 +103,9 @@ def _recorded_local_drive(settings: Settings, db: StateDB) -> dict[str, object]:
 def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *, sweep_parts: bool = False) -> Scan:
     """Discover and scan the drives, keep the header cache current, and build the snapshot.
 
-    The snapshot's receive drive is the one the current receive script points at, so a report
-    shows where plots really go right now. With ``sweep_parts`` (the cron pass; reports only
+    The snapshot's receive set is the one the current receive script names, and its receives
+    in flight are the drive claims held now, so a report shows where plots really go right now.
+    With ``sweep_parts`` (the cron pass; reports only
     look) part files left by dead writers are removed first and their drives re-measured, so
     this very snapshot, and the receive-drive choice made from it, has the slots won back.
     """
@@ -133,117 +127,40 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
         summarise_drive(s, plot_size, settings.harvester.reserve_slots, s.name in offline)
         for s in states
     )
-    current = db.get(RECEIVE_KEY) or {}
     chia = last_farming_status(settings.chia_log_path)
     snapshot = HarvesterSnapshot(
         hostname=settings.hostname,
         generated_at=now,
         plot_size_bytes=plot_size,
         drives=summaries,
-        receive_drive=current.get("name"),
-        receive_dir=current.get("receive_dir"),
         chia_plots=chia.total_plots if chia else None,
         chia_plots_at=chia.timestamp.timestamp() if chia else None,
         chia_bytes=getattr(chia, "total_size_bytes", None) if chia else None,
         extra={
             "replace_non_pool_plots": settings.harvester.replace_non_pool_plots,
-            "receive_replaces_old_plots": bool(current.get("replace")),
             **_recorded_local_drive(settings, db),
         },
         stale_parts=removed_last_day(db, now),
+        receiving=live_receives(settings),
     )
+    snapshot = with_receive_set(snapshot, db.get(RECEIVE_KEY) or {}, settings.harvester.receives_per_drive)
     return Scan(locations, states, snapshot, result.headers_read, removed)
-
-
-def new_drive_notification(
-    snap: HarvesterSnapshot, previous: str | None, chosen: DriveLocation, smart: SmartInfo | None
-) -> Notification:
-    drive = snap.drive(chosen.name)
-    prev = snap.drive(previous)
-    context = {
-        "hostname": snap.hostname,
-        "time": datetime.fromtimestamp(snap.generated_at).strftime("%H:%M:%S"),
-        "previous_drive": prev.mountpoint if prev else previous,
-        "previous_drive_plots": prev.plot_count if prev else None,
-        "new_drive_mountpoint": chosen.mountpoint,
-        "new_drive_device": chosen.device,
-        "drive_size": format_size(drive.total_bytes) if drive else None,
-        "free_slots": drive.free_slots if drive else None,
-        "serial": smart.serial if smart else None,
-        "temperature": format_temperature(smart),
-        "health": format_health(smart),
-        "total_plots": snap.total_plots,
-        "drive_count": snap.drive_count,
-        "slots_until_full": snap.slots_until_full,
-        "max_plots": snap.max_plots,
-        "days_to_fill": snap.days_to_fill,
-    }
-    was = prev.mountpoint if prev else (previous or "none")
-    return Notification(
-        event="new_plot_drive",
-        subject=f"{snap.hostname}: new plot drive {chosen.mountpoint}",
-        short_text=f"Plot Drive Updated on {snap.hostname}: Was: {was}, Now: {chosen.mountpoint}",
-        context=context,
-        template="new_plot_drive",
-    )
 
 
 def _update_receive_drive(
     settings: Settings, config_path: Path, db: StateDB, scan: Scan, notifier: Notifier, outcome: PassOutcome
 ) -> None:
-    # Only the cron pass writes receive_plot.sh; the reports that share this module need not
-    # import its renderer (and jinja2 with it).
-    from utilities.harvester.receive_script import install_receive_script, render_receive_script, same_script
-
-    snap = scan.snapshot
-    offline = {d.name for d in snap.drives if d.offline}
-    h = settings.harvester
-    chosen_state, replace = choose_receive_target(
-        scan.states, offline, settings.plot_size_bytes, h.reserve_slots, h.receive_drive_policy,
-        replace=h.replace_non_pool_plots, fill_empty_first=h.fill_empty_drives_first,
-        low_water_mark=h.empty_drives_low_water_mark,
-    )
-    chosen = chosen_state.location if chosen_state else None
-    outcome.chosen_drive = chosen.name if chosen else None
-    script_path = settings.receive_script_path
-    wanted = (chosen.receive_dir if chosen else None, replace)
-    text = render_receive_script(
-        chosen, settings.hostname, config_path, receive_lock_path(settings), snap.generated_at, replace=replace,
-        idle_timeout=settings.harvester.receive_idle_timeout_seconds,
-    )
-    recorded = db.get(RECEIVE_KEY) or {}
-    # Compare whole scripts (less the time stamp): a changed setting rewrites it too.
-    if same_script(script_path, text) and (recorded.get("receive_dir"), bool(recorded.get("replace"))) == wanted:
-        log.debug("receive drive unchanged: %s", chosen.mountpoint if chosen else "none")
-        return
-    if not install_receive_script(script_path, text, receive_lock_path(settings)):
-        outcome.change_deferred = True
-        log.info("a transfer is being received; receive drive change to %s deferred", wanted[0])
-        return
-    record = (
-        {"name": chosen.name, "mountpoint": chosen.mountpoint, "receive_dir": chosen.receive_dir, "replace": replace}
-        if chosen else {}
-    )
-    db.set(RECEIVE_KEY, record)
-    log.info("receive drive: %s -> %s", outcome.previous_drive, chosen.mountpoint if chosen else "none")
-    # The snapshot must show the drive the script now points at.
-    scan.snapshot = dataclasses.replace(
-        snap, receive_drive=record.get("name"), receive_dir=record.get("receive_dir"),
-        extra={**snap.extra, "receive_replaces_old_plots": bool(record.get("replace"))},
-    )
-    if chosen is not None and chosen.name != outcome.previous_drive:
-        smart = read_smart(
-            settings.smart_device(chosen.name, chosen.mountpoint, chosen.device), smartctl=settings.harvester.smartctl
-        )
-        notifier.send(new_drive_notification(scan.snapshot, outcome.previous_drive, chosen, smart))
+    """Choose the receive set and point receive_plot.sh at it (utilities/harvester/receive_set.py)."""
+    scan.snapshot, chosen = update_receive_set(settings, config_path, db, scan.states, scan.snapshot, notifier)
+    outcome.chosen_set = [c.name for c in chosen]
+    outcome.chosen_drive = chosen[0].name if chosen else None
 
 
 def _update_local_drive(settings: Settings, db: StateDB, scan: Scan, outcome: PassOutcome) -> None:
     """Reserve the drive move_local_plots.py copies to (only with harvester.local_moves.enabled).
 
-    Chosen after the network receive drive, never the same one while another drive has room
-    (the current and a deferred new receive drive both count as the network's). Written every
-    pass with its time, so move_local_plots.py can tell a fresh choice from a stale one.
+    Chosen after the network's receive set, never one of its drives while another drive has
+    room (choose_receive_set leaves that drive out of the set). Written every pass with its time, so move_local_plots.py can tell a fresh choice from a stale one.
     """
     h = settings.harvester
     if not h.local_moves.enabled:
@@ -251,7 +168,7 @@ def _update_local_drive(settings: Settings, db: StateDB, scan: Scan, outcome: Pa
     snap = scan.snapshot
     offline = {d.name for d in snap.drives if d.offline}
     chosen, replace = choose_local_receive_target(
-        scan.states, offline, settings.plot_size_bytes, (snap.receive_drive, outcome.chosen_drive),
+        scan.states, offline, settings.plot_size_bytes, outcome.chosen_set,
         h.reserve_slots, h.receive_drive_policy, replace=h.replace_non_pool_plots,
         fill_empty_first=h.fill_empty_drives_first, low_water_mark=h.empty_drives_low_water_mark,
     )

@@ -68,6 +68,11 @@ class HarvesterSettings(Section):
     smartctl: str = "smartctl"
     # A receiver gives up (and removes its partial file) when no byte arrives for this long.
     receive_idle_timeout_seconds: float = Field(default=120, gt=0, le=86400)
+    # Drives in the receive set: plots received at once, each onto its own drive (with one
+    # receive per drive). A plotter is told how many receives are available now.
+    concurrent_receive_drives: int = Field(default=4, ge=1, le=64)
+    # Receives at once per drive of the set: 1 (two streams on one HDD make both slower).
+    receives_per_drive: int = Field(default=1, ge=1, le=8)
     # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
     # more than one); with fill_empty_drives_first, free space is filled first until the free
     # slots of all drives fall to empty_drives_low_water_mark.

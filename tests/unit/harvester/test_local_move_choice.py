@@ -1,8 +1,9 @@
-"""The drive reserved for local plots (pure): never the network's while another has room."""
+"""The drive reserved for local plots (pure): never one of the network's receive set while
+another drive has room, and kept out of that set when the set would take every drive."""
 
 from __future__ import annotations
 
-from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_target
+from utilities.harvester.drive_choice import choose_local_receive_target, choose_receive_set, choose_receive_target
 from utilities.harvester.drives import DriveLocation, DriveState
 
 PLOT = 100
@@ -26,10 +27,9 @@ def test_local_drive_differs_from_the_network_drive_when_two_have_room() -> None
     assert names(choose_local_receive_target(drives, [], PLOT, [network.name])) == ("d1", False)
 
 
-def test_pending_network_drive_is_avoided_too() -> None:
-    drives = [drive("d0", 0), drive("d1", 3), drive("d2", 3)]
-    # The receive script still points at d0 (a transfer deferred the change) and d1 is next.
-    assert names(choose_local_receive_target(drives, [], PLOT, ["d0", "d1"])) == ("d2", False)
+def test_every_drive_of_the_receive_set_is_avoided() -> None:
+    drives = [drive("d0", 0), drive("d1", 3), drive("d2", 3), drive("d3", 3)]
+    assert names(choose_local_receive_target(drives, [], PLOT, ["d1", "d2"])) == ("d3", False)
 
 
 def test_offline_unmounted_and_full_drives_are_skipped() -> None:
@@ -61,3 +61,43 @@ def test_replace_mode_uses_another_drive_with_old_plots() -> None:
 def test_replace_mode_falls_back_to_the_network_drive_last() -> None:
     drives = [drive("d0", 0, og=4), drive("d1", 0)]
     assert names(choose_local_receive_target(drives, [], PLOT, ["d0"], replace=True)) == ("d0", True)
+
+
+def set_names(drives: list[DriveState], **kwargs: object) -> list[str]:
+    return [c.name for c in choose_receive_set(drives, [], PLOT, keep_local_drive=True, **kwargs)]  # type: ignore[arg-type]
+
+
+def local_for(drives: list[DriveState], network: list[str], **kwargs: object) -> str | None:
+    chosen, _ = choose_local_receive_target(drives, [], PLOT, network, **kwargs)  # type: ignore[arg-type]
+    return chosen.name if chosen else None
+
+
+def test_a_set_smaller_than_the_drives_with_room_leaves_the_local_drive_outside() -> None:
+    drives = [drive(f"d{i}", 3) for i in range(6)]
+    network = set_names(drives)
+    assert network == ["d0", "d1", "d2", "d3"]
+    assert local_for(drives, network) == "d4"
+    assert set_names(drives, policy="most_free") == ["d0", "d1", "d2", "d3"]
+
+
+def test_a_set_that_would_take_every_drive_leaves_one_to_local_plots() -> None:
+    drives = [drive("d0", 3), drive("d1", 3), drive("d2", 0), drive("d3", 3)]
+    network = set_names(drives)
+    assert network == ["d1", "d3"]  # d0, the best drive, is the local plots' (as with one receive drive)
+    assert local_for(drives, network) == "d0"
+    # Without local moves the set takes them all.
+    assert [c.name for c in choose_receive_set(drives, [], PLOT)] == ["d0", "d1", "d3"]
+
+
+def test_the_last_drive_with_room_stays_in_the_set() -> None:
+    drives = [drive("d0", 0), drive("d1", 2), drive("d2", 0)]
+    assert set_names(drives) == ["d1"]
+    assert local_for(drives, ["d1"]) == "d1"  # shared, as before, only when nothing else has room
+    assert set_names([drive("d0", 0)]) == []
+
+
+def test_replace_mode_local_drive_is_an_og_drive_outside_the_set() -> None:
+    # Free space is filled first by the network; local plots replace OG plots on another drive.
+    drives = [drive("d0", 0, og=4), drive("d1", 5), drive("d2", 5)]
+    assert set_names(drives, replace=True) == ["d1", "d2"]
+    assert local_for(drives, ["d1", "d2"], replace=True) == "d0"
