@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from utilities.plots import is_finished_plot_name
+from utilities.plots import is_counted_plot_name
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,10 @@ def owned_files(directories: Iterable[Path | None], plot_id: str | None, remembe
     if needle and len(needle) >= 16:  # a real plot id is 64 hex digits; never match on a fragment
         for directory in dirs:
             found.update(_files_matching(
-                directory, lambda name: needle in name.lower() and not is_finished_plot_name(name)))
+                directory, lambda name: needle in name.lower() and not is_counted_plot_name(name)))
     for path in remembered:
         path = Path(os.path.normpath(path))
-        if _inside(path, dirs) and not is_finished_plot_name(path.name) and path.is_file() and not path.is_symlink():
+        if _inside(path, dirs) and not is_counted_plot_name(path.name) and path.is_file() and not path.is_symlink():
             found.add(path)
     return sorted(found)
 

@@ -26,7 +26,7 @@ import psutil
 
 from utilities.config import Settings
 from utilities.notify import Notification, Notifier
-from utilities.plots import is_finished_plot_name
+from utilities.plots import is_counted_plot_name
 from utilities.plotter.jobs import files as job_files
 from utilities.plotter.jobs.processes import (
     PlotterProcess,
@@ -219,7 +219,7 @@ def job_status(job: JobRecord, store: JobStore, now: float) -> JobStatus:
             cpu, rss, open_files = stats.cpu_percent, stats.rss_bytes, stats.open_files
             dirs = [d for d in (job.temp_dir, job.temp2_dir, job.dest_dir) if d is not None]
             mine = [p for p in stats.open_files if any(os.path.dirname(p) == os.path.normpath(d) for d in dirs)
-                    and not is_finished_plot_name(os.path.basename(p))]
+                    and not is_counted_plot_name(os.path.basename(p))]
             if mine:
                 store.remember_files(job.job_id, mine)
         except psutil.Error:

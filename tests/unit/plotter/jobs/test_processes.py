@@ -59,6 +59,8 @@ def test_owned_files_by_plot_id_and_remembered_never_finished_plots(tmp_path: Pa
     remembered = temp / "y0_0.tmp"  # bladebit: no id in the name
     not_mine = [temp / f"plot-k32-2024-01-01-00-00-{other_id}.plot.p1.t1.sort_bucket_000.tmp",
                 dest / f"plot-k32-2024-01-01-00-00-{PLOT_ID}.plot",  # finished: never a temp file
+                dest / f"plot-k28-2024-01-01-00-00-{PLOT_ID}.plot2",  # a finished v2 plot
+                dest / f"plot-k28-2024-01-01-00-00-{PLOT_ID}.gplot",  # a plot group: counted, never deleted
                 elsewhere / f"{PLOT_ID}.tmp", temp / "notes.txt"]
     for path in [*mine, remembered, *not_mine]:
         path.write_bytes(b"x")
