@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator
 from utilities.errors import ConfigError
 from utilities.plots import parse_plot_size_setting
 from utilities.settings.base import Section, check_plain_name
+from utilities.settings.dashboard import DashboardSettings
 from utilities.settings.farm import FarmSettings
 from utilities.settings.farmer import FarmerSettings
 from utilities.settings.harvester import HarvesterSettings
@@ -54,6 +55,7 @@ class Settings(Section):
     plotter: PlotterSettings = PlotterSettings()
     farm: FarmSettings = FarmSettings()
     farmer: FarmerSettings = FarmerSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @field_validator("plot_size")
     @classmethod
