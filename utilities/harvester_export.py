@@ -131,11 +131,10 @@ def receives_available(
     return total
 
 
-def _parse_receive_set(data: Any, receive_drive: Any, extra: dict[str, Any]) -> tuple[ReceiveSetDrive, ...]:
-    """The export's receive set; an older harvester's (none) is its receive drive alone."""
-    if data is None or data == []:
-        if isinstance(receive_drive, str) and receive_drive:
-            return (ReceiveSetDrive(receive_drive, bool(extra.get("receive_replaces_old_plots"))),)
+def _parse_receive_set(data: Any) -> tuple[ReceiveSetDrive, ...]:
+    """The export's receive set; none in an older harvester's (the snapshot then takes its
+    receive drive alone)."""
+    if data is None:
         return ()
     if not isinstance(data, list):
         raise TypeError("receive_set is not a list")
@@ -185,6 +184,13 @@ class HarvesterSnapshot:
     receives_available: int | None = None  # more plots it takes at once now; None: not known
     receiving: tuple[ReceiveInFlight, ...] = ()  # live drive claims: receives in flight
     receive_protocol: int = RECEIVE_PROTOCOL
+
+    def __post_init__(self) -> None:
+        # A snapshot made with a receive drive only (an older harvester's export, older code)
+        # has that drive as its set, so every reader can go by the set.
+        if not self.receive_set and self.receive_drive:
+            replace = bool(self.extra.get("receive_replaces_old_plots"))
+            object.__setattr__(self, "receive_set", (ReceiveSetDrive(self.receive_drive, replace),))
 
     # -- derived totals (pure) ------------------------------------------------------------------
     @property
@@ -286,23 +292,25 @@ class HarvesterSnapshot:
             raise ValueError("export is not a JSON object")
         if data.get("schema") != EXPORT_SCHEMA:
             raise ValueError(f"export schema {data.get('schema')!r} is not {EXPORT_SCHEMA}")
+        receive_drive = data.get("receive_drive")
+        if receive_drive is not None and not isinstance(receive_drive, str):
+            raise ValueError("export is malformed: receive_drive is not a drive name")
         try:
             drives = tuple(DriveSummary(**d) for d in data["drives"])
-            extra = dict(data.get("extra") or {})
             return cls(
                 hostname=str(data["hostname"]),
                 generated_at=float(data["generated_at"]),
                 plot_size_bytes=int(data["plot_size_bytes"]),
                 drives=drives,
-                receive_drive=data.get("receive_drive"),
+                receive_drive=receive_drive,
                 receive_dir=data.get("receive_dir"),
                 chia_plots=data.get("chia_plots"),
                 chia_plots_at=data.get("chia_plots_at"),
                 chia_bytes=data.get("chia_bytes"),
                 version=str(data.get("version", "unknown")),
-                extra=extra,
+                extra=dict(data.get("extra") or {}),
                 stale_parts=PartsRemoved.from_dict(data.get("stale_parts_removed_24h")),
-                receive_set=_parse_receive_set(data.get("receive_set"), data.get("receive_drive"), extra),
+                receive_set=_parse_receive_set(data.get("receive_set")),
                 receives_available=_parse_count(data.get("receives_available"), "receives_available"),
                 receiving=_parse_receiving(data.get("receiving")),
                 receive_protocol=_parse_protocol(data.get("receive_protocol")),

@@ -128,8 +128,27 @@ def harvester_metrics(
     temperature = MetricFamily(
         "chia_pm_drive_temperature_celsius", "Drive temperature from SMART (absent in standby or unreadable).", "gauge"
     )
-    receive = MetricFamily("chia_pm_receive_drive", "1 for the drive incoming plots are written to.", "gauge")
+    receive = MetricFamily(
+        "chia_pm_receive_drive", "1 for the first drive of the receive set (the current plot drive).", "gauge"
+    )
+    receive_set = MetricFamily(
+        "chia_pm_receive_set_drive", "Position (1 = first) of the drive in the receive set; absent when not in it.",
+        "gauge",
+    )
+    in_flight = MetricFamily(
+        "chia_pm_drive_receives_in_flight",
+        "Receives holding the drive now (a plot being received, or a session between two plots).", "gauge",
+    )
+    receive_speed = MetricFamily(
+        "chia_pm_drive_receive_bytes_per_second", "Bytes per second being received onto the drive now.", "gauge"
+    )
 
+    positions = {entry.name: index for index, entry in enumerate(snapshot.receive_set, start=1)}
+    claims: dict[str, int] = {}
+    speeds: dict[str, float] = {}
+    for r in snapshot.receiving:
+        claims[r.drive] = claims.get(r.drive, 0) + 1
+        speeds[r.drive] = speeds.get(r.drive, 0.0) + r.bytes_per_second
     for d in drives:
         labels = {"harvester": host, "drive": d.name, "mountpoint": d.mountpoint}
         for kind, count in (("og", d.plots_og), ("pool", d.plots_pool), ("unknown", d.plots_unknown)):
@@ -141,6 +160,10 @@ def harvester_metrics(
         temp = temperatures.get(d.name)
         if temp is not None:
             temperature.add(temp, **labels)
+        if d.name in positions:
+            receive_set.add(positions[d.name], **labels)
+        in_flight.add(claims.get(d.name, 0), **labels)
+        receive_speed.add(float(speeds.get(d.name, 0.0)), **labels)
     if snapshot.receive_drive is not None:
         receive.add(1, harvester=host, drive=snapshot.receive_drive)
 
@@ -163,6 +186,11 @@ def harvester_metrics(
     farmed = MetricFamily("chia_pm_chia_farmed_plots", "Plots chia itself reports farming (from its log).", "gauge")
     if snapshot.chia_plots is not None:
         farmed.add(snapshot.chia_plots, **h)
+    available = MetricFamily(
+        "chia_pm_receives_available", "Further plots the harvester can receive at once now (free set drives).", "gauge"
+    )
+    if snapshot.receives_available is not None:
+        available.add(snapshot.receives_available, **h)
     stamp = MetricFamily("chia_pm_export_timestamp_seconds", "Unix time the data was collected.", "gauge")
     stamp.add(float(snapshot.generated_at), **h)
 
@@ -175,6 +203,10 @@ def harvester_metrics(
             offline,
             temperature,
             receive,
+            receive_set,
+            in_flight,
+            receive_speed,
+            available,
             total_plots,
             slots,
             max_plots,

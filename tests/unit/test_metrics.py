@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from utilities.harvester_export import DriveSummary, HarvesterSnapshot
+from utilities.harvester_export import DriveSummary, HarvesterSnapshot, ReceiveSetDrive
 from utilities.metrics import (
     escape_label_value,
     format_value,
@@ -17,6 +17,7 @@ from utilities.metrics import (
     write_textfile,
 )
 from utilities.state import TransferRecord
+from utilities.transfer.claims import ReceiveInFlight
 
 PLOT = 108_837_056_512
 
@@ -132,6 +133,9 @@ def test_small_snapshot_exact_lines() -> None:
         f"chia_pm_drive_offline{{{lab}}} 0",
         f"chia_pm_drive_temperature_celsius{{{lab}}} 41",
         'chia_pm_receive_drive{harvester="harv1",drive="d1"} 1',
+        f"chia_pm_receive_set_drive{{{lab}}} 1",
+        f"chia_pm_drive_receives_in_flight{{{lab}}} 0",
+        f"chia_pm_drive_receive_bytes_per_second{{{lab}}} 0.0",
         'chia_pm_plots{harvester="harv1",kind="og"} 10',
         'chia_pm_plots{harvester="harv1",kind="pool"} 2',
         'chia_pm_plots{harvester="harv1",kind="unknown"} 1',
@@ -202,6 +206,30 @@ def test_every_family_has_help_and_type_once_and_order_is_deterministic() -> Non
         ({"harvester": "h", "kind": "unknown"}, "0"),
     ]
     assert all(f["type"] == "gauge" for f in families.values())
+
+
+def test_receive_set_and_receives_in_flight_per_drive() -> None:
+    drives = tuple(drive(f"d{i}", f"/mnt/d{i}") for i in range(4))
+    receiving = (
+        ReceiveInFlight("d2", "a.plot", 400, 100, started_at=10.0, updated_at=14.0, pid=7),  # 25 B/s
+        ReceiveInFlight("d2", "b.plot", 400, 300, started_at=10.0, updated_at=12.0, pid=8),  # 150 B/s
+        ReceiveInFlight("d1", "", 0, 0, started_at=11.0, updated_at=11.0, pid=9),  # a session between plots
+    )
+    snap = HarvesterSnapshot(
+        hostname="h", generated_at=20.0, plot_size_bytes=PLOT, drives=drives, receive_drive="d2",
+        receive_set=(ReceiveSetDrive("d2"), ReceiveSetDrive("d0", replace=True), ReceiveSetDrive("d1")),
+        receives_available=1, receiving=receiving,
+    )
+    families = parse(harvester_metrics(snap))
+    by_drive = {name: {lbl["drive"]: v for lbl, v in values(families, name)} for name in (
+        "chia_pm_receive_set_drive", "chia_pm_drive_receives_in_flight", "chia_pm_drive_receive_bytes_per_second")}
+    assert by_drive["chia_pm_receive_set_drive"] == {"d0": "2", "d1": "3", "d2": "1"}  # d3 is not in the set
+    assert by_drive["chia_pm_drive_receives_in_flight"] == {"d0": "0", "d1": "1", "d2": "2", "d3": "0"}
+    assert by_drive["chia_pm_drive_receive_bytes_per_second"] == {"d0": "0.0", "d1": "0.0", "d2": "175.0", "d3": "0.0"}
+    assert values(families, "chia_pm_receives_available") == [({"harvester": "h"}, "1")]
+    assert values(families, "chia_pm_receive_drive") == [({"harvester": "h", "drive": "d2"}, "1")]
+    # An older harvester's snapshot says nothing about receives available: no sample, no guess.
+    assert "chia_pm_receives_available" not in parse(harvester_metrics(small_snapshot()))
 
 
 def test_empty_harvester_still_valid() -> None:

@@ -46,6 +46,7 @@ def farm_totals(view: FarmView) -> dict[str, Any]:
     chia_known = [s.chia_plots for s in snaps if s.chia_plots is not None]
     plot_tib = sum(s.plots_last_24h * s.plot_size_bytes for s in snaps) / TIB
     replacing = any(s.extra.get("replace_non_pool_plots") for s in snaps)
+    available = [s.receives_available for s in snaps if s.receives_available is not None]
     return {
         "plots": sum(s.total_plots for s in snaps),
         "og_plots": og,
@@ -60,6 +61,8 @@ def farm_totals(view: FarmView) -> dict[str, Any]:
         "tib_per_day": round(plot_tib, 2),
         "days_to_fill": round((slots + (og if replacing else 0)) / per_day, 1) if per_day else None,
         "replacing": replacing,
+        "receives_in_flight": sum(len(s.receiving) for s in snaps),
+        "receives_available": sum(available) if available else None,  # None: no harvester says
         "harvesters": len(snaps),
         "unreachable": dict(view.problems),
     }
@@ -83,6 +86,8 @@ def farm_report_text(view: FarmView) -> str:
             else "Appx Number of Days to fill all current plot drives:",
             totals["days_to_fill"],
         ),
+        ("Plots Being Received Now:", totals["receives_in_flight"]),
+        ("Receives Available Now:", totals["receives_available"]),
     ]
     lines += [report_line(label, value) for label, value in rows]
     for name, snap in view.harvesters.items():
@@ -105,8 +110,16 @@ def farm_report_text(view: FarmView) -> str:
                 else "Appx # of Days to fill all drives on this harvester:",
                 round(days, 1) if days is not None else None,
             ),
+            ("Receive Drives (* may replace old plots):" if any(e.replace for e in snap.receive_set)
+             else "Receive Drives:", ", ".join(e.name + ("*" if e.replace else "") for e in snap.receive_set) or "none"),
+            ("Receives in Flight:", len(snap.receiving)),
+            ("Receives Available Now:", snap.receives_available),
         ]
         lines += [report_line(label, value) for label, value in section]
+        lines += [
+            report_line(f"Receiving Now on {r.drive}:", f"{100 * r.fraction:.0f}% at {r.bytes_per_second / 1e6:.1f} MB/s")
+            for r in snap.receiving if r.plot
+        ]
     for name, reason in view.problems.items():
         lines += banner(f"{name} Harvester Report")
         lines.append(f"UNREACHABLE: {reason}"[:200])
@@ -115,6 +128,8 @@ def farm_report_text(view: FarmView) -> str:
 
 
 def farm_report_data(view: FarmView) -> dict[str, Any]:
+    """-fr --json: the totals, and each harvester's export as it is (receive set, receives in
+    flight and available included)."""
     return {
         "totals": farm_totals(view),
         "harvesters": {name: snap.to_dict() for name, snap in view.harvesters.items()},

@@ -58,6 +58,34 @@ def local_drive_data(snap: HarvesterSnapshot) -> dict[str, Any]:
     }
 
 
+def receive_set_data(snap: HarvesterSnapshot) -> dict[str, Any]:
+    """The receive set and the receives in flight, as -pr and its JSON show them."""
+    drives = []
+    for entry in snap.receive_set:
+        drive = snap.drive(entry.name)
+        drives.append({"name": entry.name, "mountpoint": drive.mountpoint if drive else None,
+                       "device": drive.device if drive else None, "replace": entry.replace})
+    receiving = []
+    for receive in snap.receiving:
+        drive = snap.drive(receive.drive)
+        receiving.append({
+            "drive": receive.drive,
+            "mountpoint": drive.mountpoint if drive else None,
+            "plot": receive.plot or None,  # None: a session holding the drive between two plots
+            "size": receive.size,
+            "received": receive.received,
+            "percent": round(100 * receive.fraction, 1),
+            "mb_per_second": round(receive.bytes_per_second / 1e6, 1),
+            "started_at": receive.started_at,
+        })
+    return {
+        "receive_set": drives,
+        "receives_in_flight": len(snap.receiving),
+        "receives_available": snap.receives_available,
+        "receiving": receiving,
+    }
+
+
 def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -> dict[str, Any]:
     """The -pr figures as plain data: the JSON output, and the source of the text layout."""
     receive = snap.drive(snap.receive_drive)
@@ -86,6 +114,7 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "receive_temperature": format_temperature(receive_smart) if receive else None,
         "receive_health": format_health(receive_smart) if receive else None,
         "receive_serial": receive_smart.serial if receive and receive_smart else None,
+        **receive_set_data(snap),
         **local_drive_data(snap),
         "stale_parts_removed_24h": snap.stale_parts.files,
         "stale_part_bytes_freed_24h": snap.stale_parts.bytes,
@@ -96,6 +125,24 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
 def stale_parts_text(files: int, freed: int) -> str:
     """-pr's "Stale Part Files Removed" value: "0", or "2 (200.0 GiB freed)"."""
     return f"{files} ({binary_size(freed)} freed)" if files else "0"
+
+
+def receive_set_text(drives: Sequence[Mapping[str, Any]]) -> str:
+    """-pr's "Receive Drives" value: the set in order, a drive that may replace old plots marked."""
+    return ", ".join(d["name"] + ("*" if d["replace"] else "") for d in drives) or "NONE - no drive has room"
+
+
+def receiving_lines(receiving: Sequence[Mapping[str, Any]]) -> list[str]:
+    """-pr's "Receiving Now" lines: per receive its drive, how far and how fast, then the plot."""
+    lines = []
+    for r in receiving:
+        label = f"Receiving Now on {r['drive']}:"
+        if r["plot"] is None:
+            lines.append(report_line(label, "session open, between plots"))
+            continue
+        lines.append(report_line(label, f"{r['percent']:.0f}% of {binary_size(r['size'])} at {r['mb_per_second']:.1f} MB/s"))
+        lines.append(f"    {r['plot']}")
+    return lines
 
 
 def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
@@ -119,6 +166,10 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
         ("Current Plot Storage Mountpoint:", data["receive_mountpoint"]),
         ("Temperature of Current Plot Drive:", data["receive_temperature"]),
         ("Latest Smart Drive Assessment of Plot Drive:", data["receive_health"]),
+        ("Receive Drives (* may replace old plots):" if any(d["replace"] for d in data["receive_set"])
+         else "Receive Drives:", receive_set_text(data["receive_set"])),
+        ("Receives in Flight:", data["receives_in_flight"]),
+        ("Receives Available Now:", data["receives_available"]),
     ]
     if "local_receive_drive" in data:  # harvester.local_moves.enabled
         rows += [
@@ -128,6 +179,7 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
     rows.append(("Stale Part Files Removed (24 h):",
                  stale_parts_text(data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"])))
     lines += [report_line(label, value) for label, value in rows]
+    lines += receiving_lines(data["receiving"])
     lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 

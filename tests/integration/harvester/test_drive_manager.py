@@ -5,16 +5,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.harvester_env import Harvester, harvester_config
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plotmaker import cached_plot, copy_plot
 from tests.support.smtp_server import SMTPTestServer, smtp_server
+from utilities.transfer.claims import CLAIMS_DIRNAME, try_claim
 
 pytestmark = [pytest.mark.root, requires_root_and_loop]
 
@@ -87,8 +91,6 @@ def test_cron_run_picks_first_drive_and_writes_script_and_export(farm, mail) -> 
 
 
 def test_changed_setting_rewrites_the_script_without_a_drive_change(farm, mail, plot_size) -> None:
-    import yaml
-
     harvester, drives = farm
     harvester.run()
     assert "--idle-timeout 120 " in harvester.receive_script.read_text()
@@ -195,17 +197,69 @@ def test_overlapping_cron_run_exits_quietly(farm) -> None:
     assert not harvester.receive_script.exists()
 
 
-def test_drive_change_waits_for_running_transfer(farm, plot_size) -> None:
+def _script_set(harvester: Harvester) -> list[dict[str, object]]:
+    """The receive set receive_plot.sh hands the receiver (--drives), in order."""
+    exec_line = next(line for line in harvester.receive_script.read_text().splitlines() if line.startswith("exec "))
+    words = shlex.split(exec_line)
+    assert words.count("--drives") == 1 and "--dest" not in words and "flock" not in words
+    for option, value in (("--claims", str(harvester.state_dir / CLAIMS_DIRNAME)), ("--per-drive", "1")):
+        assert words[words.index(option) + 1] == value
+    assert words[-1] == "$@"
+    return json.loads(words[words.index("--drives") + 1])
+
+
+def test_script_names_the_receive_set_in_policy_order(farm, plot_size) -> None:
     harvester, drives = farm
     harvester.run()
-    drives.fill_for_plots(drives.drives[0], 0, plot_size)
-    with open(harvester.state_dir / "receive.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)  # as a running receiver holds it
-        proc = harvester.run()
-        assert "deferred" in proc.stdout
-        assert harvester.receive_dir() == str(drives.drives[0].mountpoint)
+    dirs = [str(d.mountpoint) for d in drives.drives]
+    assert _script_set(harvester) == [
+        {"name": name, "dir": path, "replace": False}
+        for name, path in zip(["drive0", "drive1", "drive2", "drive10"], dirs, strict=True)
+    ]
+    export = harvester.export()
+    assert export["receive_set"] == [{"name": n, "replace": False} for n in ("drive0", "drive1", "drive2", "drive10")]
+    assert (export["receive_drive"], export["receives_available"], export["receiving"]) == ("drive0", 4, [])
+    assert export["receive_protocol"] == 2
+    # A full drive leaves the set; the set's size is the config's.
+    drives.fill_for_plots(drives.drives[1], 0, plot_size)
+    config = yaml.safe_load(harvester.config_path.read_text())
+    config["harvester"]["concurrent_receive_drives"] = 2
+    harvester.write_config(config)
     harvester.run()
-    assert harvester.receive_dir() == str(drives.drives[1].mountpoint)
+    assert [d["name"] for d in _script_set(harvester)] == ["drive0", "drive2"]
+    assert harvester.export()["receives_available"] == 2
+
+
+def test_receive_in_flight_is_exported_and_the_set_rewritten_while_it_runs(farm, plot_size) -> None:
+    harvester, drives = farm
+    harvester.run()
+    claim = try_claim(harvester.state_dir / CLAIMS_DIRNAME, "drive1", 1)  # as a running receiver holds it
+    assert claim is not None
+    try:
+        started = time.time() - 10
+        claim.record("plot-k32-2024-01-01-00-00-" + "a" * 64 + ".plot", 4 * 10**6, 10**6, started, force=True)
+        drives.fill_for_plots(drives.drives[0], 0, plot_size)
+        harvester.run()
+        # The script moved off the full drive at once, receive in flight or not.
+        assert [d["name"] for d in _script_set(harvester)] == ["drive1", "drive2", "drive10"]
+        assert harvester.receive_dir() == str(drives.drives[1].mountpoint)
+        export = harvester.export()
+        (receiving,) = export["receiving"]
+        assert (receiving["drive"], receiving["received"], receiving["size"]) == ("drive1", 10**6, 4 * 10**6)
+        assert receiving["pid"] == os.getpid()
+        assert export["receives_available"] == 2  # drive1 is taken
+        data = json.loads(harvester.run("-pr", "--json").stdout)
+        assert [r["drive"] for r in data["receiving"]] == ["drive1"] and data["receives_available"] == 2
+        assert data["receiving"][0]["percent"] == 25.0
+        text = harvester.run("-pr").stdout
+        assert any(line.startswith("Receiving Now on drive1:") and "25%" in line for line in text.splitlines())
+        assert any(line.startswith("Receive Drives:") and line.endswith("drive1, drive2, drive10")
+                   for line in text.splitlines())
+    finally:
+        claim.release()
+    harvester.run()
+    export = harvester.export()
+    assert (export["receiving"], export["receives_available"]) == ([], 3)
 
 
 def test_daily_report_email_has_text_and_html(farm, mail) -> None:
@@ -288,8 +342,6 @@ def test_check_temps_marks_hot_drive_and_never_wakes_standby(farm, mail, monkeyp
 
 
 def test_cron_run_writes_prometheus_metrics(farm, tmp_path) -> None:
-    import yaml
-
     harvester, drives = farm
     copy_plot("og", drives.drives[0].mountpoint)
     config = yaml.safe_load(harvester.config_path.read_text())
