@@ -33,11 +33,11 @@ class Every(Generic[T]):
 
     def get(self) -> T:
         with self._lock:  # one producer at a time; the others wait here and reuse its result
-            if not self.fresh(self._clock()) or self._value is None:
+            if not self.fresh(self._clock()):
                 self._value = self._produce()
                 self._at = self._clock()
                 self.produced += 1
-            return self._value
+            return self._value  # type: ignore[return-value]
 
     def age(self) -> float | None:
         """Seconds since the value was produced (None before the first)."""

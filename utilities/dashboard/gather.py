@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from utilities import __version__
 from utilities.config import Settings
-from utilities.dashboard.model import DAY, Alert, Page, daily_points, harvester_panel, last_day_summary, temperatures_of
-from utilities.harvester.farm_report import FarmView, build_view, farm_totals
+from utilities.dashboard.model import DAY, Alert, Page, add_farm, daily_points, last_day_summary
+from utilities.harvester.farm_report import FarmView, build_view
 from utilities.harvester_export import HarvesterSnapshot
 from utilities.state import StateDB
 
@@ -58,14 +58,8 @@ def _local_temperatures(db: StateDB) -> dict[str, object]:
 
 def _farm(page: Page, settings: Settings, db: StateDB) -> None:
     view = farm_view(settings, db)
-    page.totals = farm_totals(view)
-    page.unreachable = dict(view.problems)
-    limit = settings.harvester.alerts.temperature_limit_c
-    for name, snap in view.harvesters.items():
-        local = _local_temperatures(db) if name == settings.hostname and settings.dashboard.include_this_machine else None
-        panel = harvester_panel(name, snap, temperatures_of(snap, local), limit, page.generated_at)
-        page.harvesters.append(panel)
-        page.in_flight += [(name, receive) for cell in panel.cells for receive in cell.receiving]
+    local = settings.hostname if settings.dashboard.include_this_machine else None
+    add_farm(page, view, settings.harvester.alerts.temperature_limit_c, local, _local_temperatures(db))
 
 
 def _transfers(page: Page, settings: Settings, db: StateDB) -> None:

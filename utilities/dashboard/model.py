@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from utilities.harvester.farm_report import FarmView, farm_totals
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot
 from utilities.state import DailyStats, TransferRecord
 from utilities.text import MISSING, binary_size
@@ -60,9 +61,7 @@ def _number(value: Any) -> float:
 
 def receives_of(snap: HarvesterSnapshot) -> list[Receive]:
     """The receives in flight an export reports (dicts or parsed objects); none when absent."""
-    raw = getattr(snap, "receiving", None)
-    if raw is None:
-        raw = snap.extra.get("receiving")
+    raw = getattr(snap, "receiving", None) or snap.extra.get("receiving")
     if not isinstance(raw, list | tuple):
         return []
     receives = []
@@ -85,9 +84,7 @@ def receives_of(snap: HarvesterSnapshot) -> list[Receive]:
 def receive_set_of(snap: HarvesterSnapshot) -> list[str]:
     """Names of the drives plots are received on, in policy order (the receive drive alone
     for a harvester that exports no ``receive_set``)."""
-    raw = getattr(snap, "receive_set", None)
-    if raw is None:
-        raw = snap.extra.get("receive_set")
+    raw = getattr(snap, "receive_set", None) or snap.extra.get("receive_set")
     names = []
     if isinstance(raw, list | tuple):
         for item in raw:
@@ -293,3 +290,21 @@ class Page:
     alerts: list[Alert] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # parts of the page that could not be read
     version: str = ""
+
+
+def add_farm(
+    page: Page,
+    view: FarmView,
+    hot_limit_c: int | None,
+    local_name: str | None = None,
+    local_temperatures: Mapping[str, Any] | None = None,
+) -> None:
+    """The farm's part of the page: -fr's totals (``farm_totals`` itself), one panel per
+    harvester, the unreachable ones with their reason, and every receive in flight."""
+    page.totals = farm_totals(view)
+    page.unreachable = dict(view.problems)
+    for name, snap in view.harvesters.items():
+        local = local_temperatures if name == local_name else None
+        panel = harvester_panel(name, snap, temperatures_of(snap, local), hot_limit_c, page.generated_at)
+        page.harvesters.append(panel)
+        page.in_flight += [(name, receive) for cell in panel.cells for receive in cell.receiving]
