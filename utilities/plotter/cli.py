@@ -47,6 +47,7 @@ def describe(outcome: PlotterOutcome, dry_run: bool) -> list[str]:
         else:
             lines.append(f"FAILED {planned.plot.name} to {planned.harvester}: {result.reason}")
     lines += [f"no harvester has room for {name}" for name in outcome.unplaced]
+    lines += [f"{name} waits for the next run: {why}" for name, why in outcome.waiting.items()]
     return lines
 
 
@@ -127,7 +128,7 @@ def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: 
                            plotter_metrics(settings.hostname, db.transfers_since(0), time.time()))
     for line in describe(outcome, args.dry_run):
         print(line)
-    return 1 if outcome.failures or (args.send and outcome.unplaced) else 0
+    return 1 if outcome.failures or (args.send and (outcome.unplaced or outcome.waiting)) else 0
 
 
 # -- plot jobs ----------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The plotter reads every harvester's export (written each minute by its drive_manager.py), drops
 the ones it cannot trust (unreachable, garbage, stale, nowhere to receive), and sends to the one
 with the most room for the configured priority, counting plots already on their way to it.
+How many plots a harvester takes this run is what its receive set can hold (``receive_room``),
+how many at once what its export says it can take now (``session_capacity``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,42 @@ class HarvesterChoice:
     name: str
     room: int
     snapshot: HarvesterSnapshot
+
+
+def _receive_entries(snapshot: HarvesterSnapshot) -> list[tuple[str, bool]]:
+    """(drive, may replace) for each drive of the receive set; a snapshot without a set (an old
+    harvester's) receives onto its receive drive, replacing when its extra says so."""
+    entries = [(entry.name, entry.replace) for entry in snapshot.receive_set]
+    if not entries and snapshot.receive_drive is not None:
+        entries = [(snapshot.receive_drive, bool(snapshot.extra.get("receive_replaces_old_plots")))]
+    return entries
+
+
+def receive_room(snapshot: HarvesterSnapshot) -> int:
+    """Plots the harvester can take this run: over its receive set's online drives, free slots,
+    plus old OG plots on a drive it may replace on.  The set changes only when its
+    drive_manager.py runs, so this is the most one plotter run sends there."""
+    room = 0
+    for name, replace in _receive_entries(snapshot):
+        drive = snapshot.drive(name)
+        if drive is not None and drive.mounted and not drive.offline:
+            room += drive.free_slots + (drive.plots_og if replace else 0)
+    return room
+
+
+def speaks_sessions(snapshot: HarvesterSnapshot) -> bool:
+    """Its receiver takes sessions and answers busy (receive_protocol 2); older ones take one
+    plot per receiver (send_plot)."""
+    return snapshot.receive_protocol >= 2
+
+
+def session_capacity(snapshot: HarvesterSnapshot) -> int:
+    """Sessions this plotter may open there at once: the receives it can take now
+    (``receives_available``, 0 when every drive of its set is claimed), or one when its export
+    does not say (an older harvester: one receive drive)."""
+    if snapshot.receives_available is None or not speaks_sessions(snapshot):
+        return 1
+    return snapshot.receives_available
 
 
 

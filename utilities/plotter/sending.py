@@ -1,10 +1,12 @@
 """The plotter's job: move every finished plot to the harvester with the most room.
 
 One pass: find finished plots (oldest first); read every harvester's export over SSH in
-parallel; plan which plot goes where (pure, counting plots already planned for a harvester);
-then send, up to ``max_concurrent_transfers`` at once. A source is deleted only after the
-receiver answered OK and only if it is still the very file that was sent. Each plot is claimed
-with its own ``flock``, so a manual ``--send`` and a cron run never send the same plot twice.
+parallel; plan which plots fit at all (pure: a harvester takes what its receive set has room
+for); then send them with up to ``max_concurrent_transfers`` receiver sessions at once, over one
+SSH connection per harvester (``dispatch.py`` decides where each session goes, ``send_loop.py``
+runs the workers).  A source is deleted only after the receiver answered OK and only if it is
+still the very file that was sent.  Each plot is claimed with its own ``flock``, so a manual
+``--send`` and a cron run never send the same plot twice.
 """
 
 from __future__ import annotations
@@ -13,28 +15,34 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from utilities.config import Settings
-from utilities.errors import ConfigError, LockBusy, PlotFileError, UsageError
+from utilities.errors import ConfigError, PlotFileError, UsageError
 from utilities.harvester_export import HarvesterSnapshot
-from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot, finished_plots
-from utilities.plotter.harvester_choice import choose_harvester, usable_reason
-from utilities.remote import RemoteError, connect, fetch_exports
+from utilities.plotter.connections import Connections
+from utilities.plotter.delivery import PlotSender, ProgressFactory
+from utilities.plotter.dispatch import BUSY, BUSY_RETRY_SECONDS, Dispatch, HarvesterSlots, verdict
+from utilities.plotter.harvester_choice import (
+    choose_harvester,
+    receive_room,
+    room_for_plots,
+    session_capacity,
+    speaks_sessions,
+    usable_reason,
+)
+from utilities.plotter.send_loop import SendLoop
+from utilities.remote import RemoteError, fetch_exports
 from utilities.settings.farm import HarvesterTarget
-from utilities.state import StateDB, TransferRecord
-from utilities.transfer.channel import ParamikoExec
-from utilities.transfer.protocol import TransferError
-from utilities.transfer.sender import TransferResult, delete_source_after_ok, send_plot
+from utilities.state import StateDB
+from utilities.transfer.channel import ExecFn
+from utilities.transfer.sender import TransferResult
+from utilities.transfer.session import PlotChannel
 
 log = logging.getLogger(__name__)
-
-ProgressFactory = Callable[[FinishedPlot, str], Callable[[int, int], None] | None]
-
 
 @dataclass(frozen=True)
 class PlannedTransfer:
@@ -49,6 +57,8 @@ class PlotterOutcome:
     unreachable: dict[str, str] = field(default_factory=dict)
     planned: list[PlannedTransfer] = field(default_factory=list)
     unplaced: list[str] = field(default_factory=list)
+    # Plots that had room but wait for the next run (harvesters busy, or their connection lost).
+    waiting: dict[str, str] = field(default_factory=dict)
     results: list[tuple[PlannedTransfer, TransferResult]] = field(default_factory=list)
 
     @property
@@ -68,9 +78,10 @@ def plan_transfers(
 ) -> tuple[list[PlannedTransfer], list[str]]:
     """Assign plots (oldest first) to harvesters; plots with nowhere to go are listed by name.
 
-    A harvester takes at most as many plots per pass as its receive drive has free slots (the
-    drive only changes when its drive_manager.py runs), and the harvester with the most room
-    after the plots already planned for it gets the next one.
+    A harvester takes at most as many plots per pass as its receive set has room for (the set
+    only changes when its drive_manager.py runs), and the harvester with the most room after the
+    plots already planned for it gets the next one.  The run sends the planned plots in this
+    order, but where each goes is decided as sessions open (``dispatch.py``).
     """
     in_flight: dict[str, int] = {}
     planned: list[PlannedTransfer] = []
@@ -79,7 +90,7 @@ def plan_transfers(
         eligible = {
             name: snap
             for name, snap in snapshots.items()
-            if _receive_slots(snap) - in_flight.get(name, 0) >= 1
+            if receive_room(snap) - in_flight.get(name, 0) >= 1
         }
         choice = choose_harvester(eligible, priority, in_flight, only=only)
         if choice is None:
@@ -90,27 +101,18 @@ def plan_transfers(
     return planned, unplaced
 
 
-def _receive_slots(snapshot: HarvesterSnapshot) -> int:
-    """Plots the receive drive can take now: free slots, plus old OG plots it may replace."""
-    drive = snapshot.drive(snapshot.receive_drive)
-    if drive is None:
-        return 0
-    replaceable = drive.plots_og if snapshot.extra.get("receive_replaces_old_plots") else 0
-    return drive.free_slots + replaceable
-
-
-def destination_name(plot: FinishedPlot, portable_prefix: bool) -> str:
-    """The plot's name on the harvester: pool plots get "portable." in front when configured
-    (the header, not the name, says whether a plot is a pool plot)."""
-    if portable_prefix and plot.header.kind == "pool" and not plot.name.startswith("portable."):
-        return f"portable.{plot.name}"
-    return plot.name
-
-
-def port_slice(base: int, count: int, slots: int, slot: int) -> tuple[int, int]:
-    """Disjoint port ranges for concurrent transfers of one plotter: (first port, how many)."""
-    width = max(1, count // slots)
-    return base + slot * width, width
+def harvester_slots(
+    snapshots: dict[str, HarvesterSnapshot], priority: str, only: str | None = None
+) -> list[HarvesterSlots]:
+    """What each usable harvester takes this run, for the dispatch (pure)."""
+    slots = []
+    for name, snap in sorted(snapshots.items()):
+        if only is not None and name != only:
+            continue
+        ceiling = session_capacity(snap) + (len(snap.receiving) if speaks_sessions(snap) else 0)
+        slots.append(HarvesterSlots(name, receive_room(snap), room_for_plots(snap, priority),
+                                    session_capacity(snap), ceiling))
+    return slots
 
 
 # -- effects ------------------------------------------------------------------------------------
@@ -150,107 +152,6 @@ def fetch_snapshots(settings: Settings, db: StateDB, notifier: Notifier, outcome
             assert isinstance(answer, HarvesterSnapshot)
             usable[target.name] = answer
     return usable
-
-
-class PlotSender:
-    """Sends planned transfers, records them and deletes sources that arrived intact."""
-
-    def __init__(self, settings: Settings, db: StateDB, notifier: Notifier, progress: ProgressFactory | None = None) -> None:
-        self.settings = settings
-        self.db = db
-        self.notifier = notifier
-        self.progress = progress
-        self._db_lock = threading.Lock()  # one sqlite connection shared by the worker threads
-
-    def send(self, planned: PlannedTransfer) -> TransferResult:
-        target = next(t for t in self.settings.farm.harvesters if t.name == planned.harvester)
-        lock = self.settings.state_path / "sending" / f"{planned.plot.name}.lock"
-        started = time.time()
-        try:
-            with exclusive_lock(lock, f"a transfer of {planned.plot.name}"):
-                if not planned.plot.path.exists():  # sent by another run meanwhile
-                    return TransferResult(False, planned.plot.name, "source is gone (sent by another run)")
-                result = self._send_locked(planned, target)
-        except LockBusy as busy:
-            log.info("%s", busy)
-            return TransferResult(False, planned.plot.name, "another run is sending it")
-        self._record(planned, target, result, started)
-        return result
-
-    def _send_locked(self, planned: PlannedTransfer, target: HarvesterTarget) -> TransferResult:
-        plotter = self.settings.plotter
-        transfer = plotter.transfer
-        first_port, ports = port_slice(transfer.port_base, transfer.port_count, transfer.max_concurrent_transfers, planned.slot)
-        try:
-            client = connect(target, self.settings.farm.ssh)
-        except RemoteError as exc:
-            return TransferResult(False, planned.plot.name, str(exc))
-        try:
-            progress = self.progress(planned.plot, target.name) if self.progress else None
-            log.info("sending %s to %s (port %d..)", planned.plot.path, target.name, first_port)
-            result = send_plot(
-                ParamikoExec(client),
-                target.receive_script,
-                planned.plot.path,
-                target.data_host or target.host,
-                first_port,
-                port_count=ports,
-                idle_timeout=transfer.idle_timeout_seconds,
-                progress_cb=progress,
-                nc="nc" if transfer.stream_with == "nc" else None,
-                dest_name=destination_name(planned.plot, transfer.portable_prefix),
-            )
-        finally:
-            client.close()
-        if result.ok:
-            try:
-                delete_source_after_ok(planned.plot.path, result)
-            except TransferError as exc:
-                log.error("%s", exc)
-                return TransferResult(False, result.name, f"arrived, but the source was kept: {exc}",
-                                      size=result.size, seconds=result.seconds)
-            log.info("sent %s to %s: %d bytes in %.1f s (%.0f MB/s); source deleted",
-                     result.name, target.name, result.size, result.seconds, result.mb_per_s)
-        return result
-
-    def _record(self, planned: PlannedTransfer, target: HarvesterTarget, result: TransferResult, started: float) -> None:
-        with self._db_lock:
-            self.db.record_transfer(
-                TransferRecord(
-                    plot=planned.plot.name, harvester=target.name, destination=None,
-                    bytes=result.size if result.ok else 0, started_at=started,
-                    seconds=result.seconds, ok=result.ok, reason=None if result.ok else result.reason,
-                )
-            )
-            failures = 0 if result.ok else self.db.failures_since_success(planned.plot.name)
-        if not result.ok:
-            # Cron mails whatever reaches stderr: a plot that keeps failing warns on its first
-            # failure and when the farmer is alerted, and is logged quietly in between.
-            alert_at = self.settings.plotter.transfer.failures_before_alert
-            loud = failures in (1, alert_at)
-            log.log(logging.WARNING if loud else logging.INFO, "sending %s to %s failed (%d in a row%s): %s",
-                    planned.plot.name, target.name, failures, "" if loud else ", reported before", result.reason)
-        if result.ok:
-            self.notifier.send(
-                Notification(
-                    event="plot_transferred",
-                    subject=f"{self.settings.hostname}: {result.name} moved to {target.name}",
-                    short_text=f"{result.name} -> {target.name} ({result.mb_per_s:.0f} MB/s)",
-                    context={"hostname": self.settings.hostname, "plot": result.name, "harvester": target.name,
-                             "bytes": result.size, "seconds": round(result.seconds, 1),
-                             "mb_per_second": round(result.mb_per_s, 1)},
-                )
-            )
-        elif failures == self.settings.plotter.transfer.failures_before_alert:
-            self.notifier.send(
-                Notification(
-                    event="transfer_failed",
-                    subject=f"{self.settings.hostname}: {planned.plot.name} failed {failures} times",
-                    short_text=f"{self.settings.hostname}: sending {planned.plot.name} failed {failures} times: {result.reason}",
-                    context={"hostname": self.settings.hostname, "plot": planned.plot.name, "harvester": target.name,
-                             "failures": failures, "last_reason": result.reason},
-                )
-            )
 
 
 def select_plots(settings: Settings, only_path: Path | None, outcome: PlotterOutcome) -> list[FinishedPlot]:
@@ -310,8 +211,63 @@ def run_plotter_pass(
                 len(outcome.unplaced), ", ".join(outcome.unplaced))
     if dry_run or not outcome.planned:
         return outcome
-    sender = PlotSender(settings, db, notifier, progress)
-    with ThreadPoolExecutor(max_workers=transfer.max_concurrent_transfers, thread_name_prefix="send") as pool:
-        for planned, result in zip(outcome.planned, pool.map(sender.send, outcome.planned), strict=True):
-            outcome.results.append((planned, result))
+    send_planned(settings, db, notifier, snapshots, outcome, only_harvester, progress)
     return outcome
+
+
+def send_planned(
+    settings: Settings,
+    db: StateDB,
+    notifier: Notifier,
+    snapshots: dict[str, HarvesterSnapshot],
+    outcome: PlotterOutcome,
+    only_harvester: str | None = None,
+    progress: ProgressFactory | None = None,
+    *,
+    exec_for: Callable[[HarvesterTarget], ExecFn] | None = None,
+    retry: float = BUSY_RETRY_SECONDS,
+) -> None:
+    """Send the planned plots with up to max_concurrent_transfers sessions, over one SSH
+    connection per harvester (``exec_for`` starts commands elsewhere: tests run receivers here).
+
+    Fills ``outcome.results`` (every plot that was tried, not those answered busy) and lists
+    the plots left over as waiting (busy, unreachable) or unplaced (no room after all).
+    """
+    transfer = settings.plotter.transfer
+    dispatch: Dispatch[FinishedPlot] = Dispatch.of(
+        [p.plot for p in outcome.planned], harvester_slots(snapshots, settings.plotter.priority, only_harvester),
+        transfer.max_concurrent_transfers, transfer.busy_wait_seconds, time.monotonic(), retry,
+    )  # fmt: skip
+    results_lock = threading.Lock()
+    with Connections(settings.farm.ssh) as connections:
+        sender = PlotSender(settings, db, notifier, snapshots, exec_for or connections.exec_for, progress)
+
+        def deliver(plot: FinishedPlot, harvester: str, slot: int, channel: PlotChannel) -> TransferResult:
+            result = sender.deliver(plot, harvester, channel)
+            if verdict(result) != BUSY:
+                with results_lock:
+                    outcome.results.append((PlannedTransfer(plot, harvester, slot), result))
+            return result
+
+        SendLoop(dispatch, sender.open_channel, deliver).run(min(transfer.max_concurrent_transfers, len(outcome.planned)))
+    _list_leftovers(dispatch, outcome, db, transfer.busy_wait_seconds)
+
+
+def _list_leftovers(dispatch: Dispatch[FinishedPlot], outcome: PlotterOutcome, db: StateDB, busy_wait: float) -> None:
+    """Plots the run did not get to: waiting for busy or unreachable harvesters, or unplaced."""
+    down = {name: h.down for name, h in dispatch.harvesters.items() if h.down}
+    why = ""
+    if dispatch.gave_up:
+        busy = "; ".join(f"{name}: {detail}" for name, detail in sorted(dispatch.waiting.items()))
+        why = f"every harvester with room answered busy for {busy_wait:.0f} s ({busy})"
+    elif down:
+        why = "; ".join(f"{name} unreachable: {reason}" for name, reason in sorted(down.items()))
+    for plot in dispatch.leftovers():
+        if why:
+            outcome.waiting[plot.name] = why
+        else:
+            outcome.unplaced.append(plot.name)
+    newly = db.alert_transition("plotter_plots_waiting", bool(outcome.waiting), why)
+    if outcome.waiting:
+        log.log(logging.WARNING if newly else logging.INFO, "%d plot(s) wait for the next run: %s",
+                len(outcome.waiting), why)

@@ -20,8 +20,13 @@ class TransferSettings(Section):
     # TCP ports the receivers listen on: port_base .. port_base + port_count - 1.
     port_base: int = Field(default=4040, ge=1024, le=65000)
     port_count: int = Field(default=100, ge=1, le=1000)
-    # Plots sent at once (to different harvesters, or drives); 1 is the original's behaviour.
+    # Receiver sessions at once (to different harvesters, or drives); 1 is the original's
+    # behaviour. A harvester takes at most as many as its export says it has receives available.
     max_concurrent_transfers: int = Field(default=1, ge=1, le=32)
+    # When the harvesters with room answer nothing but busy (every drive of their receive sets
+    # taken by other plotters), keep trying within the run this long; then the plots wait for
+    # the next run. Busy is never a failed transfer.
+    busy_wait_seconds: float = Field(default=600, gt=0)
     # Abort a transfer when no byte moved for this long (a dropped link never hangs a run).
     idle_timeout_seconds: float = Field(default=60, gt=0)
     # Tell the farmer after this many failed attempts at the same plot.

@@ -39,6 +39,9 @@ from utilities.transfer.protocol import (
 )
 from utilities.transfer.stream import ProgressCallback, StreamResult, check_host, source_address_towards, stream_file
 
+# The reason's start when the receiver could not even be started (the SSH connection is gone).
+CANNOT_START = "cannot start receiver"
+
 
 @dataclass(frozen=True)
 class TransferResult:
@@ -211,7 +214,7 @@ def _send_once(exec_fn: ExecFn, command: str, job: PlotJob, options: SendOptions
     try:
         talk = Conversation.start(exec_fn, command)
     except Exception as exc:  # noqa: BLE001 - any failure to start is a failed transfer
-        return job.result(False, f"cannot start receiver: {exc}")
+        return job.result(False, f"{CANNOT_START}: {exc}")
     try:
         result = exchange_plot(talk, job, options)
         if not result.ok:

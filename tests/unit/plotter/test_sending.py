@@ -6,7 +6,8 @@ from pathlib import Path
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot
 from utilities.plot_finder import FinishedPlot
 from utilities.plots import PlotHeader
-from utilities.plotter.sending import plan_transfers, port_slice
+from utilities.plotter.delivery import destination_name, port_slice
+from utilities.plotter.sending import plan_transfers
 
 
 def _plot(i: int) -> FinishedPlot:
@@ -48,7 +49,6 @@ def test_port_slices_are_disjoint() -> None:
 
 
 def test_portable_prefix_only_for_pool_plots_by_header() -> None:
-    from utilities.plotter.sending import destination_name
 
     pool = _plot(1)
     og = FinishedPlot(Path("/plots/plot-2.plot"), 100, 2.0, PlotHeader("v1", 18, "0" * 64, 128, "og", 0))
