@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Receive one plot from a plotter: the program ``receive_plot.sh`` runs on the harvester.
+"""Receive plots from a plotter: the program ``receive_plot.sh`` runs on the harvester.
 
-    receive_plot.py --config CFG --dest DIR [--replace-old-plots yes|no] [--idle-timeout S]
-                    [--bind ADDR] [--allow-from ADDR] [--] NAME SIZE PORT
+    receive_plot.py --config CFG (--dest DIR [--replace-old-plots yes|no]
+                                  | --drives JSON --claims DIR [--per-drive K])
+                    [--idle-timeout S] [--bind ADDR] [--allow-from ADDR]
+                    ([--] NAME SIZE PORT | --session PORT)
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  This file only reads
 the command line; the receive itself (READY, the stream, VERIFY, OK or ERROR, and the safety
 rules) is ``utilities/transfer/receiver.py``, the protocol ``utilities/transfer/protocol.py``.
+``NAME SIZE PORT`` receives one plot; ``--session PORT`` receives plot after plot, each named
+by a ``PLOT <name> <size>`` line, until the plotter closes stdin.
+
+Where plots land: ``--dest DIR`` (one drive; ``--replace-old-plots yes`` lets the receiver
+delete exactly one old OG plot there when the incoming plot does not fit), or ``--drives`` the
+receive set drive_manager.py chose, in order, as a JSON list of
+``{"name": ..., "dir": ..., "replace": true|false}``: the receiver claims one drive at a time
+in ``--claims DIR`` (at most ``--per-drive K`` receivers per drive, 1..8, default 1).
 
 ``--config`` is accepted (the script always passes it) but not read: nothing here needs a
-setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.  ``--replace-old-plots yes``
-(written into the script by drive_manager.py in replace mode) lets the receiver delete exactly
-one old OG plot when the incoming plot does not fit.
+setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.
 """
 
 from __future__ import annotations
@@ -30,20 +38,27 @@ from utilities.transfer.protocol import (  # noqa: E402
     ERR_USAGE,
     MAX_PORT,
     MIN_PORT,
+    SESSION_OPTION,
     ReceiveFailure,
     parse_int_field,
 )
+from utilities.transfer.receive_set import MAX_PER_DRIVE, SetDrive, parse_drives  # noqa: E402
 from utilities.transfer.receiver import DEFAULT_IDLE_TIMEOUT, Options, run_receiver  # noqa: E402
 
-_OPTIONS = ("--config", "--dest", "--idle-timeout", "--bind", "--allow-from", "--replace-old-plots")
+_OPTIONS = (
+    "--config", "--dest", "--idle-timeout", "--bind", "--allow-from", "--replace-old-plots",
+    "--drives", "--claims", "--per-drive", SESSION_OPTION,
+)  # fmt: skip
 
 
 def parse_args(argv: list[str]) -> Options:
-    """Strict parsing: each option once, as ``--opt value``, then exactly NAME SIZE PORT.
+    """Strict parsing: each option once, as ``--opt value``, then exactly NAME SIZE PORT, or
+    nothing after ``--session PORT``.
 
     The script appends the plotter's words after its own options; a plotter sending
     ``--dest`` (or ``--dest=/x``) as a name must not be able to move the destination, so a
-    repeated option is an error and anything unknown is a positional (then fails validation).
+    repeated option is an error, ``--dest`` and ``--drives`` exclude each other, and anything
+    unknown is a positional (then fails validation).
     """
     values: dict[str, str] = {}
     index = 0
@@ -60,7 +75,27 @@ def parse_args(argv: list[str]) -> Options:
             raise ReceiveFailure(ERR_USAGE, f"{word} needs a value")
         values[word] = argv[index + 1]
         index += 2
-    rest = argv[index:]
+    plot, port = _plot_and_port(values, argv[index:])
+    try:
+        idle = float(values.get("--idle-timeout", DEFAULT_IDLE_TIMEOUT))
+    except ValueError:
+        idle = -1.0
+    if not 0 < idle <= 86400:
+        raise ReceiveFailure(
+            ERR_USAGE, f"--idle-timeout must be 0 < seconds <= 86400, got {values['--idle-timeout']!r}"
+        )
+    drives, claims, per_drive = _where(values)
+    return Options(drives, port, idle, values.get("--bind"), values.get("--allow-from"), plot, claims, per_drive)
+
+
+def _plot_and_port(values: dict[str, str], rest: list[str]) -> tuple[tuple[str, int] | None, int]:
+    """(NAME, SIZE) and PORT of a single plot, or (None, PORT) for ``--session PORT``."""
+    if SESSION_OPTION in values:
+        if rest:
+            raise ReceiveFailure(
+                ERR_USAGE, f"{SESSION_OPTION} takes no NAME SIZE PORT, got {len(rest)} more argument(s)"
+            )
+        return None, _port(values[SESSION_OPTION])
     if len(rest) != 3:
         raise ReceiveFailure(ERR_USAGE, f"expected NAME SIZE PORT, got {len(rest)} argument(s)")
     name, size_text, port_text = rest
@@ -71,25 +106,48 @@ def parse_args(argv: list[str]) -> Options:
     size = parse_int_field(size_text, 1, 2**63 - 1)
     if size is None:
         raise ReceiveFailure(ERR_USAGE, f"SIZE must be a positive number of bytes, got {size_text!r}")
-    port = parse_int_field(port_text, MIN_PORT, MAX_PORT)
+    return (name, size), _port(port_text)
+
+
+def _port(text: str) -> int:
+    port = parse_int_field(text, MIN_PORT, MAX_PORT)
     if port is None:
-        raise ReceiveFailure(ERR_USAGE, f"PORT must be {MIN_PORT}..{MAX_PORT}, got {port_text!r}")
-    if "--dest" not in values:
-        raise ReceiveFailure(ERR_USAGE, "--dest is required")
+        raise ReceiveFailure(ERR_USAGE, f"PORT must be {MIN_PORT}..{MAX_PORT}, got {text!r}")
+    return port
+
+
+def _where(values: dict[str, str]) -> tuple[tuple[SetDrive, ...], str | None, int]:
+    """The receive set, the claims directory and receives per drive: ``--dest`` is a set of
+    one drive without claims; ``--drives`` needs ``--claims``."""
+    if "--drives" not in values:
+        if "--dest" not in values:
+            raise ReceiveFailure(ERR_USAGE, "--dest or --drives is required")
+        for option in ("--claims", "--per-drive"):
+            if option in values:
+                raise ReceiveFailure(ERR_USAGE, f"{option} goes with --drives, not --dest")
+        replace = values.get("--replace-old-plots", "no")
+        if replace not in ("yes", "no"):
+            raise ReceiveFailure(ERR_USAGE, f"--replace-old-plots must be yes or no, got {replace!r}")
+        dest = values["--dest"]
+        return (SetDrive(dest, dest, replace == "yes"),), None, 1
+    for option in ("--dest", "--replace-old-plots"):
+        if option in values:
+            raise ReceiveFailure(
+                ERR_USAGE, f"--drives and {option} exclude each other (replace is per drive in --drives)"
+            )
     try:
-        idle = float(values.get("--idle-timeout", DEFAULT_IDLE_TIMEOUT))
-    except ValueError:
-        idle = -1.0
-    if not 0 < idle <= 86400:
-        raise ReceiveFailure(
-            ERR_USAGE, f"--idle-timeout must be 0 < seconds <= 86400, got {values['--idle-timeout']!r}"
-        )
-    replace = values.get("--replace-old-plots", "no")
-    if replace not in ("yes", "no"):
-        raise ReceiveFailure(ERR_USAGE, f"--replace-old-plots must be yes or no, got {replace!r}")
-    return Options(
-        values["--dest"], name, size, port, idle, values.get("--bind"), values.get("--allow-from"), replace == "yes"
-    )
+        drives = parse_drives(values["--drives"])
+    except ValueError as exc:
+        raise ReceiveFailure(ERR_USAGE, f"--drives: {exc}") from None
+    claims = values.get("--claims")
+    if claims is None:
+        raise ReceiveFailure(ERR_USAGE, "--drives needs --claims DIR")
+    if not os.path.isabs(claims) or "\0" in claims:
+        raise ReceiveFailure(ERR_USAGE, f"--claims must be an absolute path, got {claims!r}")
+    per_drive = parse_int_field(values.get("--per-drive", "1"), 1, MAX_PER_DRIVE)
+    if per_drive is None:
+        raise ReceiveFailure(ERR_USAGE, f"--per-drive must be 1..{MAX_PER_DRIVE}, got {values['--per-drive']!r}")
+    return drives, claims, per_drive
 
 
 def main(argv: list[str] | None = None) -> int:

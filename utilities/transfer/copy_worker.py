@@ -19,7 +19,6 @@ read back from the disk, and watched for stalls.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import threading
@@ -28,6 +27,15 @@ from collections.abc import Callable
 
 import xxhash
 
+from utilities.transfer.writeback import (  # noqa: F401 - the flags are also read from here (tests, bench)
+    SYNC_FILE_RANGE_WAIT_AFTER,
+    SYNC_FILE_RANGE_WAIT_BEFORE,
+    SYNC_FILE_RANGE_WRITE,
+    WAIT_AND_WRITE,
+    SyncRange,
+    load_sync_file_range,
+)
+
 log = logging.getLogger(__name__)
 
 # Write back and drop the written pages in windows of this size: the final fsync stays short
@@ -35,11 +43,6 @@ log = logging.getLogger(__name__)
 # of memory. With sync_file_range at most two windows are dirty or in flight at once (the one
 # being written and the one the disk is writing), so the dirty memory stays under 2 windows.
 SYNC_EVERY = 64 * 1024 * 1024
-
-# sync_file_range(2) flags (linux/fs.h)
-SYNC_FILE_RANGE_WAIT_BEFORE = 1
-SYNC_FILE_RANGE_WRITE = 2
-SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 Reader = Callable[[int, memoryview, int], int]
 """Reads into the buffer from the fd at the offset, returns the count (``pread``)."""
@@ -55,31 +58,7 @@ class CopyFailed(Exception):
     """The copy cannot be trusted (the source shrank, the copy reads back short); the reason."""
 
 
-# -- write-back --------------------------------------------------------------------------------
-
-SyncRange = Callable[[int, int, int, int], None]
-"""``sync_file_range(fd, offset, nbytes, flags)``; raises OSError when the call fails."""
-
-
-def load_sync_file_range() -> SyncRange | None:
-    """libc's sync_file_range through ctypes, or None where the C library has none (not Linux).
-
-    ctypes releases the GIL for the call, so the watcher thread keeps running while the worker
-    waits on the disk."""
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-
-    def sync_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
-        if function(fd, offset, nbytes, flags) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, os.strerror(code))
-
-    return sync_range
-
+# -- write-back (sync_file_range as writeback.py loads it, shared with the receiver) -------------
 
 _SYNC_FILE_RANGE = load_sync_file_range()
 
@@ -121,8 +100,7 @@ class _WriteBack:
         self.sync_range(self.part_fd, start, end - start, SYNC_FILE_RANGE_WRITE)
         if self.in_flight is not None:
             before_start, before_end = self.in_flight
-            self.sync_range(self.part_fd, before_start, before_end - before_start,
-                            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER)
+            self.sync_range(self.part_fd, before_start, before_end - before_start, WAIT_AND_WRITE)
             self._drop(before_end)
         self.in_flight = (start, end)
 
@@ -153,7 +131,14 @@ class Copier:
     """
 
     def __init__(
-        self, src_fd: int, part_fd: int, size: int, *, chunk: int, read: Reader, verify: bool,
+        self,
+        src_fd: int,
+        part_fd: int,
+        size: int,
+        *,
+        chunk: int,
+        read: Reader,
+        verify: bool,
         bytes_per_second: float,
     ) -> None:
         self.src_fd = src_fd

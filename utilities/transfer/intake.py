@@ -2,8 +2,9 @@
 
 stdin/stdout are the plotter's SSH channel: protocol lines go out on stdout (``reply``) and the
 VERIFY line comes in on stdin, where EOF means the plotter or its SSH session is gone
-(``Control``); diagnostics go to stderr (``note``), never into the protocol.  The plot's bytes
-come on one TCP connection to PORT (``Intake``).
+(``Control``); diagnostics go to stderr (``note``), never into the protocol.  Each plot's bytes
+come on a TCP connection of their own to PORT (``Intake``); a session keeps listening on PORT
+from its first plot to its end, so a plot after the first costs the plotter only a connect.
 
 Only a connection from the plotter's address is accepted: ``SSH_CLIENT``, plus the
 ``--allow-from`` address send_plot passes when the data takes another network than SSH (the
@@ -89,6 +90,14 @@ class Control:
         head, newline, _rest = self.buffer.partition(b"\n")
         return head.decode("utf-8", "replace") if newline else None
 
+    def take_line(self) -> str | None:
+        """The next complete line, removed from the buffer (a session reads line after line)."""
+        head, newline, rest = self.buffer.partition(b"\n")
+        if not newline:
+            return None
+        self.buffer = rest
+        return head.decode("utf-8", "replace")
+
     def check_alive(self) -> None:
         """Fail if stdin ended without a complete line: nobody will ever send VERIFY."""
         if self.eof and self.line() is None:
@@ -133,11 +142,11 @@ def allowed_peers(allow_from: str | None) -> frozenset[IPAddress]:
 
 
 class Intake:
-    """Listens on PORT, takes the plotter's connection, reads SIZE bytes, waits for VERIFY."""
+    """Listens on PORT, takes the plotter's connection, reads a plot's bytes, waits for VERIFY;
+    in a session, plot after plot (and the PLOT line before each)."""
 
-    def __init__(self, port: int, size: int, idle_timeout: float, bind: str | None) -> None:
+    def __init__(self, port: int, idle_timeout: float, bind: str | None) -> None:
         self.port = port
-        self.size = size
         self.idle_timeout = idle_timeout
         self.bind = bind
         self.control = Control()
@@ -209,8 +218,11 @@ class Intake:
                 sock_ready = True
         return sock_ready
 
-    def accept(self) -> None:
-        """Accept the plotter's data connection; connections from other addresses are closed."""
+    def accept(self, keep_listening: bool = False) -> None:
+        """Accept the plotter's data connection; connections from other addresses are closed.
+
+        The listener closes behind a single plot's connection (``keep_listening`` False: nobody
+        else may connect) and stays open through a session for the plots to come."""
         assert self.listener is not None
         allowed = self.allowed
         idle = self.idle_timeout
@@ -228,13 +240,14 @@ class Intake:
                 f"refused a data connection from {peer[0]} (expecting {', '.join(map(str, sorted(allowed, key=str)))})"
             )
             conn.close()
-        self.listener.close()
-        self.listener = None
+        if not keep_listening:
+            self.listener.close()
+            self.listener = None
         conn.setblocking(False)
         self.conn = conn
 
-    def receive(self, write: Callable[[memoryview, int], None], chunk: int = DEFAULT_CHUNK) -> str:
-        """Read exactly SIZE bytes, hashing them as they arrive and handing each piece to
+    def receive(self, size: int, write: Callable[[memoryview, int], None], chunk: int = DEFAULT_CHUNK) -> str:
+        """Read exactly ``size`` bytes, hashing them as they arrive and handing each piece to
         ``write(data, offset)``; the hex digest.
 
         The socket blocks (in C) for at most CHECK_INTERVAL per read: a busy stream costs no
@@ -243,7 +256,6 @@ class Intake:
         """
         assert self.conn is not None
         conn = self.conn
-        size = self.size
         idle = self.idle_timeout
         buffer = bytearray(min(chunk, size))
         view = memoryview(buffer)
@@ -293,9 +305,9 @@ class Intake:
             self.control.read_available()
             self.control.check_alive()
 
-    def wait_verify(self) -> tuple[int, str]:
-        """After SIZE bytes (or none, for a plot already there): the connection must end (or
-        stay quiet) and VERIFY must come; its (size, hex digest)."""
+    def wait_verify(self, size: int) -> tuple[int, str]:
+        """After ``size`` bytes (or none, for a plot already there): the connection must end (or
+        stay quiet) and VERIFY must come; its (size, hex digest).  The line is used up."""
         idle = self.idle_timeout
         deadline = time.monotonic() + idle
         while self.control.line() is None:
@@ -311,14 +323,36 @@ class Intake:
             except OSError:
                 extra = b""  # a reset after all bytes arrived: VERIFY decides
             if extra:
-                raise ReceiveFailure(ERR_STREAM, f"more than the announced {self.size} bytes arrived")
+                raise ReceiveFailure(ERR_STREAM, f"more than the announced {size} bytes arrived")
             self.conn.close()
             self.conn = None
-        line = self.control.line() or ""
+        line = self.control.take_line() or ""
         parsed = parse_verify_line(line)
         if parsed is None:
             raise ReceiveFailure(ERR_PROTOCOL, f"expected VERIFY <size> <hex>, got {shown(line)!r}")
         return parsed
+
+    def next_line(self) -> str | None:
+        """A session's next control line (PLOT), waiting at most the idle timeout; None when
+        stdin ends or nothing comes in time: the session is over, with nothing in flight."""
+        deadline = time.monotonic() + self.idle_timeout
+        while (line := self.control.take_line()) is None:
+            if self.control.eof:
+                return None
+            try:
+                self._wait(None, deadline, "no PLOT line")
+            except ReceiveFailure as failure:
+                if failure.kind in (ERR_TIMEOUT, ERR_ABORTED):  # nothing came, or stdin ended mid-line
+                    return None
+                raise
+        return line
+
+    def end_plot(self) -> None:
+        """This plot's connection is done with (the listener, if any, stays)."""
+        if self.conn is not None:
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.conn = None
 
     def close(self) -> None:
         for sock in (self.conn, self.listener):

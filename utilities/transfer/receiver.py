@@ -1,17 +1,21 @@
-"""Receiving one plot on the harvester: the receiver's half of the protocol, step by step.
+"""Receiving plots on the harvester: the receiver's half of the protocol, step by step.
 
-``receive_plot.py`` (what ``receive_plot.sh`` runs for every incoming plot) parses its arguments
-into ``Options`` and hands them to ``run_receiver``; the conversation is ``protocol.py``'s::
+``receive_plot.py`` (what ``receive_plot.sh`` runs) parses its arguments into ``Options`` and
+hands them to ``run_receiver``; the conversation is ``protocol.py``'s, for one plot named on the
+command line or, in a session (``--session PORT``), for each ``PLOT <name> <size>`` line in turn::
 
-    -> READY <port>      after checking everything and reserving SIZE bytes on the drive
-    <- (SIZE bytes on a TCP connection to PORT)
+    -> READY <port>      after checking everything and reserving SIZE bytes on a drive
+    <- (SIZE bytes on a TCP connection of their own to PORT)
     <- VERIFY <size> <xxh3_128 hex>
-    -> OK <hex>          fsynced, renamed to DIR/NAME, directory fsynced; exit 0
+    -> OK <hex>          fsynced, renamed to DIR/NAME, directory fsynced
     -> ERROR <kind>: ... anything else; exit status per kind (RECEIVER_EXIT_CODES)
 
-The network side (listening, accepting only the plotter, reading the stream, stdin) is
-``intake.py``; the disk side (the part file, the reservation, writing, the commit) is
-``landing.py``, shared with local copies.  Safety rules, each for a plot-losing or
+A single plot exits 0 after its OK; a session waits for the next PLOT line and exits 0 when
+stdin ends or none comes within ``--idle-timeout`` (nothing is in flight then).  After any
+ERROR the receiver is done.  The network side (listening, accepting only the plotter, reading
+the stream, stdin) is ``intake.py``; the disk side (the part file, the reservation, writing, the
+commit) is ``landing.py``, shared with local copies; which drive of the receive set takes the
+plot, and the claim on it, is ``receive_set.py``.  Safety rules, each for a plot-losing or
 farm-breaking failure seen in the wild:
 
 * Nothing named ``*.plot`` appears unless its bytes were verified: data goes to the hidden
@@ -24,38 +28,56 @@ farm-breaking failure seen in the wild:
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
 * Only a connection from the plotter's address is accepted (``intake.py``).
 
-No setting is read and nothing heavy is imported (pydantic, YAML, paramiko): the receiver runs
-for every plot and starts in under 0.1 s.  Replace mode (``--replace-old-plots yes``, written
-into the script by drive_manager.py) lets it delete exactly one old OG plot when the incoming
-plot does not fit (utilities/replace.py decides which, imported only then).
+* The drive keeps writing while the plot streams (``writeback.py``: each finished window's
+  write-back started, the one before waited for), so memory stays flat per receiver and the
+  final fsync is short.
+
+No setting is read and nothing heavy is imported (pydantic, YAML, paramiko): the receiver
+starts in under 0.1 s.  Replace mode (``--replace-old-plots yes``, or a drive's ``replace`` in
+``--drives``, written into the script by drive_manager.py) lets it delete exactly one old OG plot
+on that drive when the incoming plot does not fit (utilities/replace.py decides which, imported
+only then).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
+import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from utilities.errors import PlotFileError
+from utilities.plots import validate_plot_name
 from utilities.transfer.intake import Intake, allowed_peers, note, reply
 from utilities.transfer.landing import FinalName, Landing, Problem, Wording
 from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck
 from utilities.transfer.protocol import (
     ERR_ABORTED,
     ERR_BAD_DEST,
+    ERR_BAD_NAME,
     ERR_BUSY,
     ERR_EXISTS,
     ERR_IO,
     ERR_MISMATCH,
     ERR_NO_SPACE,
+    ERR_PROTOCOL,
+    PLOT,
     RECEIVER_EXIT_CODES,
     ReceiveFailure,
     format_error,
     format_ok,
     format_present,
     format_ready,
+    parse_plot_line,
+    shown,
 )
+from utilities.transfer.receive_set import Placement, SetDrive
+from utilities.transfer.writeback import RECEIVE_WINDOW, SyncRange, WriteBehind, load_sync_file_range
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT)
@@ -90,16 +112,18 @@ WORDING: Wording = {
 
 @dataclass(frozen=True)
 class Options:
-    """One receive, as receive_plot.py's command line gives it."""
+    """What receive_plot.py's command line asks for: where plots may land (the receive set;
+    ``--dest`` is a set of one drive without claims), how to listen, and the one plot
+    (``plot``: NAME, SIZE) or, when None, a session of plots named by PLOT lines."""
 
-    dest: str
-    name: str
-    size: int
+    drives: tuple[SetDrive, ...]
     port: int
     idle_timeout: float
-    bind: str | None
-    allow_from: str | None
-    replace_old_plots: bool = False
+    bind: str | None = None
+    allow_from: str | None = None
+    plot: tuple[str, int] | None = None
+    claims_dir: str | None = None
+    per_drive: int = 1
 
 
 class Aborted(BaseException):
@@ -114,6 +138,12 @@ def _on_signal(signum: int, _frame: object) -> None:
     raise Aborted(signum)
 
 
+@functools.cache
+def _sync_file_range() -> SyncRange | None:
+    """sync_file_range, loaded once, when the first plot streams in."""
+    return load_sync_file_range()
+
+
 def _report_stale(entry: str, check: StaleCheck) -> None:
     if check.unreadable:
         note(f"cannot open {entry} to check it: {check.unreadable}")
@@ -121,76 +151,195 @@ def _report_stale(entry: str, check: StaleCheck) -> None:
         note(f"removed stale {entry} left by a writer that died")
 
 
+class _PlotWriter:
+    """Where the stream's bytes go: the part file, written back a window behind the stream
+    (``WriteBehind``), the progress recorded in the drive's claim once per window.
+
+    ``write`` is the receive loop's callback: one write and one comparison per piece unless a
+    window ended."""
+
+    def __init__(self, landing: Landing, placement: Placement, name: str, started_at: float) -> None:
+        assert landing.part_fd is not None
+        self.landing = landing
+        self.fd = landing.part_fd
+        self.placement = placement
+        self.name = name
+        self.size = landing.size
+        self.started_at = started_at
+        self.write_behind = WriteBehind(self.fd, _sync_file_range())
+        self.window_start = 0
+        self.window_end = RECEIVE_WINDOW
+
+    def write(self, data: memoryview, offset: int) -> None:
+        end = offset + len(data)
+        fd = self.fd
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as exc:
+            raise self._failure(exc, offset) from None
+        if end >= self.window_end:
+            self._window_done(end)
+
+    def _window_done(self, end: int) -> None:
+        """A window is complete: its write-back starts, the one before is finished; progress
+        goes into the claim (the first window's at once, so a report sees the plot moving;
+        later ones as often as the claim's rate limit lets)."""
+        start = self.window_start
+        try:
+            self.write_behind.window(start, end)
+        except OSError as exc:
+            raise self._failure(exc, start) from None
+        self.window_start, self.window_end = end, end + RECEIVE_WINDOW
+        self.placement.record(self.name, self.size, end, self.started_at, force=start == 0)
+
+    def _failure(self, exc: OSError, offset: int) -> BaseException:
+        problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
+        return self.landing.failure(problem, exc, offset=offset)
+
+
 class Receiver:
-    """One plot: the network side (``intake``) and the disk side (``landing``) in protocol order."""
+    """The receive (one plot, or a session of them) in protocol order over ``intake`` (the
+    network), ``placement`` (the drive and its claim) and a ``Landing`` per plot (the disk)."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        self.intake = Intake(options.port, options.size, options.idle_timeout, options.bind)
-        self.landing = Landing(
-            options.dest, options.name, options.size,
-            wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
-        )  # fmt: skip
+        self.session = options.plot is None
+        self.intake = Intake(options.port, options.idle_timeout, options.bind)
+        self.placement = Placement(options.drives, options.claims_dir, options.per_drive)
+        self.landing: Landing | None = None
 
-    def run(self) -> str:
-        """Receive the plot (or prove the one already there); the hex digest for OK."""
+    def run(self) -> str | None:
+        """The single plot's hex digest (its OK is the receiver's last line), or None after a
+        session (each plot's OK already sent)."""
         self.intake.allowed = allowed_peers(self.options.allow_from)
-        self.landing.open()
-        if self.landing.final_name() is FinalName.SAME_SIZE:
-            return self.confirm_present()
-        reserved = self.landing.reserve(self.make_room if self.options.replace_old_plots else None)
-        if not reserved:
-            note("no fallocate on this file system; relying on the free-space check")
-        self.intake.listen()
+        if self.options.plot is not None:
+            return self.receive(*self.options.plot)
+        while (plot := self.next_plot()) is not None:
+            reply(format_ok(self.receive(*plot)))
+        return None
+
+    def next_plot(self) -> tuple[str, int] | None:
+        """The next PLOT line's (name, size); None when the plotter ends the session."""
+        line = self.intake.next_line()
+        if line is None:
+            return None
+        parsed = parse_plot_line(line)
+        if parsed is not None:
+            return parsed
+        words = line.split(" ")
+        if len(words) == 3 and words[0] == PLOT:
+            try:
+                validate_plot_name(words[1])
+            except PlotFileError as exc:
+                raise ReceiveFailure(ERR_BAD_NAME, str(exc)) from None
+        raise ReceiveFailure(ERR_PROTOCOL, f"expected PLOT <name> <size>, got {shown(line)!r}")
+
+    def receive(self, name: str, size: int) -> str:
+        """One plot, up to its commit (or the proof that it is already here): its hex digest."""
+        try:
+            existing = self.placement.find_existing(name)
+            present = self.land(existing, name, size, reserve=False) if existing is not None else None
+            if present is None:  # nowhere in the set (or gone again since it was seen)
+                present = self.placement.place(lambda drive: self.land(drive, name, size)).landed
+            if present:
+                return self.confirm_present(size)
+            return self.stream_in(name, size)
+        finally:
+            if self.landing is not None:
+                self.landing.close()
+                self.landing = None
+            self.intake.end_plot()
+
+    def land(self, drive: SetDrive, name: str, size: int, *, reserve: bool = True) -> bool | None:
+        """The plot's landing on ``drive`` (``self.landing``): True when its name there holds a
+        file of its size (to be proven by hash), False when its space is reserved (replace mode
+        making room first), None when the name is free and ``reserve`` is False.  Another file
+        under the name is refused; nothing stays behind on failure."""
+        self.landing = landing = Landing(
+            drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
+        )  # fmt: skip
+        try:
+            landing.open()
+            if landing.final_name() is FinalName.SAME_SIZE:
+                return True
+            if not reserve:
+                landing.close()
+                self.landing = None
+                return None
+            if not landing.reserve((lambda: self.make_room(drive, name, size)) if drive.replace else None):
+                note(f"no fallocate in {drive.dir}; relying on the free-space check")
+        except BaseException:
+            landing.close()
+            self.landing = None
+            raise
+        return False
+
+    def stream_in(self, name: str, size: int) -> str:
+        """READY, the stream into the reserved part file, VERIFY, the commit: the hex digest."""
+        landing = self.landing
+        assert landing is not None
+        started_at = time.time()
+        self.placement.record(name, size, 0, started_at, force=True)
+        if self.intake.listener is None:
+            self.intake.listen()
         try:
             reply(format_ready(self.options.port))
         except OSError:
             raise ReceiveFailure(ERR_ABORTED, "control channel closed before READY") from None
-        self.intake.accept()
-        hexdigest = self.intake.receive(self.landing.write)
-        size, expected = self.intake.wait_verify()
-        if size != self.options.size or expected != hexdigest:
+        self.intake.accept(keep_listening=self.session)
+        writer = _PlotWriter(landing, self.placement, name, started_at)
+        hexdigest = self.intake.receive(size, writer.write)
+        sent_size, expected = self.intake.wait_verify(size)
+        if sent_size != size or expected != hexdigest:
             raise ReceiveFailure(
-                ERR_MISMATCH,
-                f"received {self.options.size} bytes xxh3_128 {hexdigest}, plotter sent {size} bytes {expected}",
+                ERR_MISMATCH, f"received {size} bytes xxh3_128 {hexdigest}, plotter sent {sent_size} bytes {expected}"
             )
-        self.landing.commit()
+        landing.commit()
+        writer.write_behind.drop_all()
+        self.placement.idle()
         return hexdigest
 
-    def confirm_present(self) -> str:
+    def confirm_present(self, size: int) -> str:
         """A file of the plot's size already holds its name: maybe this very plot from an
         earlier run whose OK got lost.  Answer PRESENT, and OK only if its hash is the plotter's.
 
         Nothing is written or deleted here; a different file of the same name stays as it is.
         """
+        assert self.landing is not None
         try:
-            reply(format_present(self.options.size))
+            reply(format_present(size))
         except OSError:
             raise ReceiveFailure(ERR_ABORTED, "control channel closed before PRESENT") from None
-        size, expected = self.intake.wait_verify()
-        return self.landing.prove_final(size, expected)
+        sent_size, expected = self.intake.wait_verify(size)
+        return self.landing.prove_final(sent_size, expected)
 
-    def make_room(self) -> None:
-        """Replace mode (``--replace-old-plots yes``, set by drive_manager.py): if the plot does
-        not fit, delete exactly one old OG plot (utilities.replace decides, by header)."""
+    def make_room(self, drive: SetDrive, name: str, size: int) -> None:
+        """Replace mode (set per drive by drive_manager.py): if the plot does not fit, delete
+        exactly one old OG plot on this drive (utilities.replace decides, by header)."""
         from utilities.errors import PlotManagerError
         from utilities.replace import make_room_for
 
         try:
-            deleted = make_room_for(Path(self.options.dest), self.options.size + SPACE_MARGIN)
+            deleted = make_room_for(Path(drive.dir), size + SPACE_MARGIN)
         except (PlotManagerError, OSError) as exc:
             raise ReceiveFailure(ERR_NO_SPACE, f"replace mode: {exc}") from None
         if deleted is not None:
-            note(f"replace mode: deleted old OG plot {deleted} to make room for {self.options.name}")
+            note(f"replace mode: deleted old OG plot {deleted} to make room for {name}")
 
     def cleanup(self) -> None:
-        """Close everything; remove our part file unless it became the plot."""
+        """Close everything; remove a part file that did not become a plot; give up the claim."""
+        if self.landing is not None:
+            self.landing.close()
+            self.landing = None
         self.intake.close()
-        self.landing.close()
+        self.placement.release()
 
 
 def run_receiver(read_options: Callable[[], Options]) -> int:
-    """One whole receive: the exit status; the outcome (OK or ERROR) is the last line on stdout.
+    """One whole receive (a plot, or a session): the exit status.  The outcome is the last line
+    on stdout: a single plot's OK, or an ERROR; a session that ends well says nothing more after
+    its last plot's OK.
 
     ``read_options`` (the command line) is read inside, so a usage error is answered as an ERROR
     line like any other failure, and the signal handlers are in place before anything else.
@@ -202,7 +351,8 @@ def run_receiver(read_options: Callable[[], Options]) -> int:
     status = 0
     try:
         receiver = Receiver(read_options())
-        outcome = format_ok(receiver.run())
+        hexdigest = receiver.run()
+        outcome = format_ok(hexdigest) if hexdigest is not None else None
     except ReceiveFailure as failure:
         outcome = format_error(failure.kind, failure.detail)
         status = RECEIVER_EXIT_CODES[failure.kind]

@@ -1,5 +1,5 @@
 """Plot transfer on loopback: the real receive_plot.py (started through the real receive_plot.sh
-with its flock), the real netcat, real chiapos plots and a 64 MiB random file.
+drive_manager.py writes, with its receive set of one drive and its drive claims), the real netcat, real chiapos plots and a 64 MiB random file.
 
 What must hold, whatever breaks: bytes land under the final name only when they are identical
 to the source; nothing named ``*.plot`` and no ``.part`` is left behind by a failure the
@@ -287,7 +287,12 @@ class Harvester:
     """A receive directory plus the real receive_plot.sh that drive_manager.py would write."""
 
     def __init__(
-        self, root: Path, dest: Path | None = None, env: dict[str, str] | None = None, replace: bool = False
+        self,
+        root: Path,
+        dest: Path | None = None,
+        env: dict[str, str] | None = None,
+        replace: bool = False,
+        per_drive: int = 1,
     ) -> None:
         self.root = root
         self.dest = dest or root / "harvester" / "drive0" / "plots"
@@ -301,10 +306,11 @@ class Harvester:
                 drive,
                 "harvester0",
                 root / "config.yaml",
-                state / "receive.lock",
+                state / "receiving",
                 time.time(),
                 python=sys.executable,
                 replace=replace,
+                per_drive=per_drive,
             )
         )
         self.script.chmod(0o755)
@@ -315,10 +321,10 @@ class Harvester:
         return send_plot(self.exec, self.script, source, LOOPBACK, port or free_port(), **options)  # type: ignore[arg-type]
 
     def receiver_pid(self) -> int:
-        """The receive_plot.py process under the newest sh -> flock chain."""
+        """The receive_plot.py process the newest ``sh -c`` started (or became, by exec)."""
         shell = psutil.Process(self.exec.started[-1].pid)
-        for child in shell.children(recursive=True):
-            if child.cmdline()[:2] == [sys.executable, str(RECEIVER)]:  # not flock, its parent
+        for child in [shell, *shell.children(recursive=True)]:
+            if child.cmdline()[:2] == [sys.executable, str(RECEIVER)]:
                 return child.pid
         raise AssertionError("receive_plot.py is not running")
 
@@ -398,37 +404,42 @@ def test_source_is_kept_when_changed_after_sending_or_transfer_failed(harvester:
     assert source.exists()
 
 
-def test_two_transfers_at_once_into_one_directory(harvester: Harvester, tmp_path: Path, big_copy: Path) -> None:
-    plot = copy_plot("og", tmp_path / "plotter")
-    sums = {p.name: sha256(p) for p in (plot, big_copy)}
-    both_streaming = threading.Barrier(2, timeout=DEADLINE)
-    seen: dict[str, bool] = {}
+def test_two_transfers_at_once_into_one_directory(tmp_path: Path, big_copy: Path) -> None:
+    """Two receives at once on one drive, as ``receives_per_drive: 2`` allows."""
+    harvester = Harvester(tmp_path, per_drive=2)
+    try:
+        plot = copy_plot("og", tmp_path / "plotter")
+        sums = {p.name: sha256(p) for p in (plot, big_copy)}
+        both_streaming = threading.Barrier(2, timeout=DEADLINE)
+        seen: dict[str, bool] = {}
 
-    def meet(name: str) -> Callable[[int, int], None]:
-        def progress(_sent: int, _total: int) -> None:
-            if name not in seen:  # first chunk of each: wait until the other one streams too
-                seen[name] = True
-                both_streaming.wait()
+        def meet(name: str) -> Callable[[int, int], None]:
+            def progress(_sent: int, _total: int) -> None:
+                if name not in seen:  # first chunk of each: wait until the other one streams too
+                    seen[name] = True
+                    both_streaming.wait()
 
-        return progress
+            return progress
 
-    results: dict[str, TransferResult] = {}
-    port_a, port_b = free_port(), free_port()
+        results: dict[str, TransferResult] = {}
+        port_a, port_b = free_port(), free_port()
 
-    def run(source: Path, port: int) -> None:
-        results[source.name] = harvester.send(source, port, port_count=1, progress_cb=meet(source.name))
+        def run(source: Path, port: int) -> None:
+            results[source.name] = harvester.send(source, port, port_count=1, progress_cb=meet(source.name))
 
-    threads = [threading.Thread(target=run, args=(plot, port_a)), threading.Thread(target=run, args=(big_copy, port_b))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=2 * DEADLINE)
-    assert not both_streaming.broken
-    assert all(r.ok for r in results.values()), results
-    assert {r.port for r in results.values()} == {port_a, port_b}
-    for name, digest in sums.items():
-        assert sha256(harvester.dest / name) == digest
-    assert leftovers(harvester.dest) == sorted(sums)
+        threads = [threading.Thread(target=run, args=(plot, port_a)), threading.Thread(target=run, args=(big_copy, port_b))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=2 * DEADLINE)
+        assert not both_streaming.broken
+        assert all(r.ok for r in results.values()), results
+        assert {r.port for r in results.values()} == {port_a, port_b}
+        for name, digest in sums.items():
+            assert sha256(harvester.dest / name) == digest
+        assert leftovers(harvester.dest) == sorted(sums)
+    finally:
+        harvester.close()
 
 
 def test_data_over_another_network_than_ssh(tmp_path: Path) -> None:
@@ -883,7 +894,7 @@ def test_over_real_ssh_with_paramiko(sshd, harvester: Harvester, tmp_path: Path,
 
 
 # --------------------------------------------------------------------------------------------
-# Replace mode: drive_manager.py's script passes --replace-old-plots yes
+# Replace mode: drive_manager.py's script gives the drive "replace": true in --drives
 # --------------------------------------------------------------------------------------------
 
 
@@ -909,7 +920,7 @@ def test_replace_mode_deletes_one_old_og_plot_and_never_a_pool_plot(tmp_path: Pa
 
         replacing = Harvester(tmp_path / "replacing", dest=dest, replace=True)
         try:
-            assert "--replace-old-plots yes" in replacing.script.read_text()
+            assert '"replace":true' in replacing.script.read_text()  # the drive's replace mode in --drives
             result = replacing.send(incoming)
             assert result.ok, result.reason
             assert not old_og.exists() and pool.exists()
