@@ -140,20 +140,28 @@ def choose_receive_set(
 
     Each receiver claims one drive of the set for its whole transfer, so ``size`` is how many
     plots the harvester takes at once. With ``keep_local_drive`` (local moves on) the drive
-    ``choose_local_receive_target`` reserves for local plots, chosen over the drives not in
-    the set, stays out of it: when the set would hold every drive with room, that drive (the
-    set's first) is left to local plots unless it is the set's only one.
+    reserved for local plots stays out of the set while another drive has room: it is
+    ``choose_local_receive_target`` over the drives not in the set; when the set would hold
+    every drive with room, the drive local plots had with a single receive drive (the best one
+    after the set's first) leaves the set, unless the set's first is all there is.
     """
     if size < 1:
         raise ValueError(f"a receive set holds at least one drive, not {size}")
     offline_names = set(offline)
+    local = functools.partial(
+        choose_local_receive_target, drives, offline_names, plot_size, reserve_slots=reserve_slots, policy=policy,
+        replace=replace, fill_empty_first=fill_empty_first, low_water_mark=low_water_mark,
+    )
     chosen = receive_order(drives, offline_names, plot_size, reserve_slots, policy, replace, fill_empty_first,
                            low_water_mark)[:size]
+    names = [c.name for c in chosen]
     if not keep_local_drive or len(chosen) < 2:
         return chosen
-    local, _ = choose_local_receive_target(drives, offline_names, plot_size, [c.name for c in chosen], reserve_slots,
-                                           policy, replace, fill_empty_first, low_water_mark)
-    return [c for c in chosen if local is None or c.name != local.name]
+    outside, _ = local(network_drives=names)
+    if outside is None or outside.name not in names:
+        return chosen  # the local drive is outside the set already (or there is none)
+    kept_out, _ = local(network_drives=names[:1])
+    return [c for c in chosen if kept_out is None or c.name != kept_out.name]
 
 
 def choose_local_receive_target(

@@ -34,8 +34,9 @@ def test_replace_mode_receive_script_and_rp_delete_one_og_plot_at_a_time(tmp_pat
         harvester.run()
         # Free slots (on drive1) are below the low-water mark: replacing starts, on drive0.
         assert harvester.receive_dir() == str(d0)
-        assert "REPLACE_OLD_PLOTS=yes" in harvester.receive_script.read_text()
-        assert "--replace-old-plots yes" in harvester.receive_script.read_text()
+        # drive0 may replace (it has OG plots), drive1 is filled without replacing.
+        assert f'[{{"name":"drive0","dir":"{d0}","replace":true}},{{"name":"drive1","dir":"{d1}","replace":false}}]' \
+            in harvester.receive_script.read_text()
         export = harvester.export()
         assert export["extra"]["receive_replaces_old_plots"] is True
         out = harvester.run("-rp").stdout

@@ -77,14 +77,17 @@ def test_a_set_smaller_than_the_drives_with_room_leaves_the_local_drive_outside(
     network = set_names(drives)
     assert network == ["d0", "d1", "d2", "d3"]
     assert local_for(drives, network) == "d4"
-    assert set_names(drives, policy="most_free") == ["d0", "d1", "d2", "d3"]
+    roomy = [drive("d0", 2), drive("d1", 9), drive("d2", 5), drive("d3", 7)]
+    network = set_names(roomy, policy="most_free", size=2)
+    assert network == ["d1", "d3"] and local_for(roomy, network, policy="most_free") == "d2"
 
 
 def test_a_set_that_would_take_every_drive_leaves_one_to_local_plots() -> None:
     drives = [drive("d0", 3), drive("d1", 3), drive("d2", 0), drive("d3", 3)]
     network = set_names(drives)
-    assert network == ["d1", "d3"]  # d0, the best drive, is the local plots' (as with one receive drive)
-    assert local_for(drives, network) == "d0"
+    assert network == ["d0", "d3"]  # d1, local plots' drive with one receive drive, stays theirs
+    assert local_for(drives, network) == "d1"
+    assert set_names(drives, policy="most_free") == ["d0", "d3"]
     # Without local moves the set takes them all.
     assert [c.name for c in choose_receive_set(drives, [], PLOT)] == ["d0", "d1", "d3"]
 
@@ -101,3 +104,6 @@ def test_replace_mode_local_drive_is_an_og_drive_outside_the_set() -> None:
     drives = [drive("d0", 0, og=4), drive("d1", 5), drive("d2", 5)]
     assert set_names(drives, replace=True) == ["d1", "d2"]
     assert local_for(drives, ["d1", "d2"], replace=True) == "d0"
+    # Past the mark every drive is in the order (OG drives first): the second leaves the set.
+    assert set_names(drives, replace=True, low_water_mark=10) == ["d0", "d2"]
+    assert local_for(drives, ["d0", "d2"], replace=True, low_water_mark=10) == "d1"
