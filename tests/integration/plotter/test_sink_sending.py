@@ -1,0 +1,287 @@
+"""The plotter's sending run against harvesters that are plot sinks: the real receive_plot.sh
+(as drive_manager.py renders it, with a receive set and a claims directory) started by a local
+shell as sshd would, the real receive_plot.py, loopback streams, real drive claims.
+
+What must hold: plots go through sessions and land intact, each source deleted after its OK; a
+harvester takes as many sessions at once as its export says, each on its own drive; a receiver
+that answers busy is no failure (no record, no failure count) and the plot goes once a drive is
+free again, or waits for the next run; an older harvester still gets one receiver per plot.
+The export is the only thing not read over SSH: the tests hand the run the snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.hashing import xxh3
+from tests.support.plotmaker import plot_name
+from tests.support.smtp_server import free_port
+from tests.support.waiting import DEADLINE, wait_until
+from utilities.config import Settings
+from utilities.harvester.drives import DriveLocation
+from utilities.harvester.receive_script import SetDrive, render_receive_script
+from utilities.harvester_export import DriveSummary, HarvesterSnapshot, ReceiveSetDrive
+from utilities.notify import Notifier
+from utilities.plot_finder import FinishedPlot
+from utilities.plots import PlotHeader
+from utilities.plotter.sending import PlotterOutcome, plan_transfers, send_planned
+from utilities.settings.farm import HarvesterTarget
+from utilities.state import StateDB
+from utilities.transfer.channel import ExecFn, LocalExec
+from utilities.transfer.claims import DriveClaim, receives_in_flight, try_claim
+from utilities.transfer.protocol import RECEIVER_EXIT_CODES
+
+SSH_ENV = {"SSH_CLIENT": "127.0.0.1 40022 22", "SSH_CONNECTION": "127.0.0.1 40022 127.0.0.1 22"}
+BUSY_EXIT = RECEIVER_EXIT_CODES["busy"]
+RETRY = 0.2  # the dispatch's retry interval after a busy answer, short for the tests
+
+
+class SinkHarvester:
+    """A harvester with ``drives`` plot drives (directories), its claims directory and the
+    receive_plot.sh drive_manager.py would write for that receive set."""
+
+    def __init__(self, root: Path, name: str, drives: int, per_drive: int = 1) -> None:
+        self.name = name
+        self.root = root / name
+        self.claims = self.root / "state" / "receiving"
+        self.claims.mkdir(parents=True)
+        self.locations = []
+        for i in range(drives):
+            plots = self.root / f"drive{i}" / "plots"
+            plots.mkdir(parents=True)
+            self.locations.append(DriveLocation(f"drive{i}", str(plots.parent), f"/dev/test{i}", "ext4", (str(plots),)))
+        self.script = self.root / "receive_plot.sh"
+        self.script.write_text(render_receive_script(
+            [SetDrive(loc) for loc in self.locations], name, root / "config.yaml", self.claims, time.time(),
+            python=sys.executable, idle_timeout=DEADLINE, per_drive=per_drive,
+        ))  # fmt: skip
+        self.script.chmod(0o755)
+        self.exec = LocalExec(env={**os.environ, **SSH_ENV})
+
+    def snapshot(self, receives_available: int | None, protocol: int = 2, free_slots: int = 100) -> HarvesterSnapshot:
+        drives = tuple(
+            DriveSummary(loc.name, loc.mountpoint, loc.device, None, "ext4", 10**12, 10**12, 0, 0, 0, 0, free_slots,
+                         False, True)
+            for loc in self.locations
+        )  # fmt: skip
+        return HarvesterSnapshot(
+            self.name, time.time(), 10**6, drives, receive_drive=self.locations[0].name,
+            receive_set=tuple(ReceiveSetDrive(loc.name) for loc in self.locations),
+            receives_available=receives_available, receive_protocol=protocol,
+        )  # fmt: skip
+
+    def landed(self) -> dict[str, str]:
+        """Plot name -> content hash, over every drive; fails on a part file left behind."""
+        found = {}
+        for loc in self.locations:
+            for path in Path(loc.receive_dir).iterdir():
+                assert not path.name.endswith(".part"), path
+                found[path.name] = xxh3(path)
+        return found
+
+    def drive_of(self, plot: str) -> str:
+        (drive,) = [loc.name for loc in self.locations if (Path(loc.receive_dir) / plot).exists()]
+        return drive
+
+    def receivers_started(self) -> int:
+        return len(self.exec.started)
+
+    def close(self) -> None:
+        for process in self.exec.started:
+            process.kill()
+
+
+class Run:
+    """The plotter side: settings, state database and plots for send_planned."""
+
+    def __init__(self, root: Path, harvesters: list[SinkHarvester], **transfer: object) -> None:
+        self.root = root
+        self.harvesters = {h.name: h for h in harvesters}
+        self.plot_dir = root / "plotter" / "plots"
+        self.plot_dir.mkdir(parents=True)
+        self.settings = Settings.model_validate({
+            "hostname": "plotter0",
+            "state_dir": str(root / "plotter" / "state"),
+            "plotter": {"transfer": {"port_base": free_port(), "port_count": 40, "stream_with": "python",
+                                     "idle_timeout_seconds": DEADLINE, **transfer}},
+            "farm": {"harvesters": [{"name": h.name, "host": "127.0.0.1", "receive_script": str(h.script)}
+                                    for h in harvesters]},
+        })  # fmt: skip
+        self.db = StateDB(self.settings.database_path)
+
+    def make_plots(self, count: int, size: int = 2 << 20) -> dict[str, str]:
+        made = {}
+        for i in range(count):
+            path = self.plot_dir / plot_name(32, os.urandom(32))
+            path.write_bytes(os.urandom(size + i))
+            os.utime(path, (1000 + i, 1000 + i))  # oldest first, in the order made
+            made[path.name] = xxh3(path)
+        return made
+
+    def plots(self) -> list[FinishedPlot]:
+        paths = sorted(self.plot_dir.iterdir(), key=lambda p: p.stat().st_mtime)
+        return [FinishedPlot(p, p.stat().st_size, p.stat().st_mtime, PlotHeader("v1", 32, "ab" * 32, 128, "og", 0))
+                for p in paths]
+
+    def exec_for(self, target: HarvesterTarget) -> ExecFn:
+        return self.harvesters[target.name].exec
+
+    def send(self, snapshots: dict[str, HarvesterSnapshot],
+             progress: Callable[[FinishedPlot, str], Callable[[int, int], None] | None] | None = None) -> PlotterOutcome:
+        outcome = PlotterOutcome()
+        transfer = self.settings.plotter.transfer
+        outcome.planned, outcome.unplaced = plan_transfers(self.plots(), snapshots, "fill",
+                                                           transfer.max_concurrent_transfers)
+        send_planned(self.settings, self.db, Notifier(self.settings.notifications), snapshots, outcome,
+                     progress=progress, exec_for=self.exec_for, retry=RETRY)
+        return outcome
+
+    def failures_recorded(self) -> int:
+        return sum(1 for r in self.db.transfers_since(0) if not r.ok)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@pytest.fixture
+def make(tmp_path: Path) -> Iterator[Callable[..., tuple[Run, list[SinkHarvester]]]]:
+    made: list[SinkHarvester | Run] = []
+
+    def build(drives: list[int], **transfer: object) -> tuple[Run, list[SinkHarvester]]:
+        sinks = [SinkHarvester(tmp_path, f"h{i}", n) for i, n in enumerate(drives)]
+        run = Run(tmp_path, sinks, **transfer)
+        made.extend([*sinks, run])
+        return run, sinks
+
+    yield build
+    for thing in reversed(made):
+        thing.close()
+
+
+def test_ten_plots_through_one_session_land_intact_and_their_sources_go(make) -> None:
+    run, (sink,) = make([1])
+    plots = run.make_plots(10)
+    outcome = run.send({"h0": sink.snapshot(receives_available=1)})
+    assert [r.ok for _, r in outcome.results] == [True] * 10, [r.reason for _, r in outcome.results]
+    assert sink.landed() == plots
+    assert list(run.plot_dir.iterdir()) == []
+    assert sink.receivers_started() == 1  # one receiver took all ten
+    assert [r.ok for r in run.db.transfers_since(0)] == [True] * 10
+    assert outcome.waiting == {} and outcome.unplaced == []
+
+
+def test_one_session_per_drive_at_once_when_the_harvester_has_receives_available(make) -> None:
+    run, (sink,) = make([4], max_concurrent_transfers=4)
+    plots = run.make_plots(8)
+    seen: list[list[str]] = []
+    # The first plot of every worker waits mid-stream until four streams run at once; then the
+    # drives being received onto are read from the claims, as -pr reads them.
+    barrier = threading.Barrier(4, action=lambda: seen.append(sorted(r.drive for r in receives_in_flight(sink.claims))))
+    waited: set[str] = set()
+    lock = threading.Lock()
+
+    def progress(plot: FinishedPlot, harvester: str) -> Callable[[int, int], None]:
+        def tick(sent: int, total: int) -> None:
+            with lock:
+                first = len(waited) < 4 and plot.name not in waited
+                if first:
+                    waited.add(plot.name)
+            if first:
+                barrier.wait(DEADLINE)
+        return tick
+
+    outcome = run.send({"h0": sink.snapshot(receives_available=4)}, progress)
+    assert all(r.ok for _, r in outcome.results) and len(outcome.results) == 8
+    assert seen == [["drive0", "drive1", "drive2", "drive3"]]  # four receives, one per drive
+    assert sink.landed() == plots
+    assert sink.receivers_started() == 4
+    # A session keeps its drive: every plot of one worker (its own ports) is on one drive, and
+    # no two workers shared a drive.
+    drives_by_worker: dict[int, set[str]] = {}
+    for planned, result in outcome.results:
+        drives_by_worker.setdefault(planned.slot, set()).add(sink.drive_of(result.name))
+    assert all(len(d) == 1 for d in drives_by_worker.values())
+    assert len(set.union(*drives_by_worker.values())) == len(drives_by_worker)
+
+
+def test_sessions_spread_over_harvesters_by_their_receives_available(make) -> None:
+    run, (a, b) = make([2, 2], max_concurrent_transfers=3)
+    plots = run.make_plots(6)
+    outcome = run.send({"h0": a.snapshot(receives_available=1), "h1": b.snapshot(receives_available=2)})
+    assert all(r.ok for _, r in outcome.results)
+    assert {**a.landed(), **b.landed()} == plots
+    assert a.receivers_started() <= 1 and b.receivers_started() <= 2
+
+
+def test_a_busy_receiver_is_no_failure_and_the_plot_goes_once_a_drive_is_free(make) -> None:
+    run, (sink,) = make([1])
+    plots = run.make_plots(1)
+    held: DriveClaim | None = try_claim(sink.claims, "drive0")  # another plotter's receive
+    assert held is not None
+    result: list[PlotterOutcome] = []
+    sender = threading.Thread(target=lambda: result.append(run.send({"h0": sink.snapshot(receives_available=1)})))
+    sender.start()
+    try:
+        wait_until("a receiver to answer busy",
+                   lambda: any(p.proc.poll() == BUSY_EXIT for p in sink.exec.started))
+        assert run.failures_recorded() == 0
+        held.release()
+        held = None
+        sender.join(DEADLINE)
+        assert not sender.is_alive()
+    finally:
+        if held is not None:
+            held.release()
+        sender.join(DEADLINE)
+    (outcome,) = result
+    assert [r.ok for _, r in outcome.results] == [True]  # the busy answers are not results
+    assert outcome.failures == 0 and outcome.waiting == {}
+    assert sink.landed() == plots
+    assert run.failures_recorded() == 0 and len(run.db.transfers_since(0)) == 1
+    assert sink.receivers_started() >= 2
+
+
+def test_busy_for_longer_than_busy_wait_leaves_the_plot_for_the_next_run(make) -> None:
+    run, (sink,) = make([1], busy_wait_seconds=1)
+    plots = run.make_plots(2)
+    held = try_claim(sink.claims, "drive0")
+    assert held is not None
+    try:
+        outcome = run.send({"h0": sink.snapshot(receives_available=1)})
+    finally:
+        held.release()
+    assert outcome.results == [] and outcome.failures == 0
+    assert set(outcome.waiting) == set(plots) and all("busy" in why for why in outcome.waiting.values())
+    assert run.failures_recorded() == 0
+    assert sorted(p.name for p in run.plot_dir.iterdir()) == sorted(plots)  # sources kept
+    assert sink.landed() == {}
+
+
+def test_an_older_harvester_gets_one_receiver_per_plot(make) -> None:
+    run, (sink,) = make([1], max_concurrent_transfers=2)
+    plots = run.make_plots(3)
+    outcome = run.send({"h0": sink.snapshot(receives_available=None, protocol=1)})
+    assert all(r.ok for _, r in outcome.results) and len(outcome.results) == 3
+    assert sink.landed() == plots
+    assert sink.receivers_started() == 3
+
+
+def test_a_plot_another_run_is_sending_is_left_alone(make) -> None:
+    from utilities.locking import exclusive_lock
+
+    run, (sink,) = make([1])
+    plots = run.make_plots(2)
+    first = run.plots()[0]
+    with exclusive_lock(run.settings.state_path / "sending" / f"{first.name}.lock", "a manual --send"):
+        outcome = run.send({"h0": sink.snapshot(receives_available=1)})
+    by_name = {r.name: r for _, r in outcome.results}
+    assert by_name[first.name].reason == "another run is sending it"
+    assert set(sink.landed()) == set(plots) - {first.name}
+    assert first.path.exists()
