@@ -12,12 +12,15 @@ The export is the only thing not read over SSH: the tests hand the run the snaps
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.hashing import xxh3
@@ -285,3 +288,63 @@ def test_a_plot_another_run_is_sending_is_left_alone(make) -> None:
     assert by_name[first.name].reason == "another run is sending it"
     assert set(sink.landed()) == set(plots) - {first.name}
     assert first.path.exists()
+
+
+# -- the production path: one paramiko connection per harvester, a real sshd on loopback ----------
+
+SSHD = "/usr/sbin/sshd"
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path, psutil.Process]]:
+    """A private sshd on 127.0.0.1 (foreground: its pid is ours): port, known_hosts, user key,
+    its log (each accepted connection is a line) and its process (a child per connection)."""
+    if os.geteuid() != 0 or not os.path.exists(SSHD) or not os.path.isdir("/run/sshd"):
+        pytest.skip("needs root, openssh-server and /run/sshd")
+    keys = tmp_path / "ssh"
+    keys.mkdir()
+    for key in ("host", "user"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / key)], check=True)
+    shutil.copyfile(keys / "user.pub", keys / "authorized_keys")
+    port = free_port()
+    known_hosts = keys / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {(keys / 'host.pub').read_text().split(' ')[0]} "
+                           f"{(keys / 'host.pub').read_text().split(' ')[1]}\n")
+    config = keys / "sshd_config"
+    config.write_text(
+        f"ListenAddress 127.0.0.1:{port}\nHostKey {keys / 'host'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
+        "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
+        "UsePAM no\nStrictModes no\nMaxSessions 32\n"
+    )
+    log = keys / "sshd.log"
+    with open(log, "wb") as errors:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=errors)
+    try:
+        wait_until("sshd to listen", lambda: b"Server listening" in log.read_bytes() or proc.poll() is not None)
+        assert proc.poll() is None, log.read_text()
+        yield port, known_hosts, keys / "user", log, psutil.Process(proc.pid)
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait(DEADLINE)
+
+
+def test_one_ssh_connection_per_harvester_carries_every_session_of_the_run(make, sshd) -> None:
+    port, known_hosts, user_key, log, daemon = sshd
+    run, (sink,) = make([3], max_concurrent_transfers=3)
+    run.settings = Settings.model_validate({
+        **run.settings.model_dump(mode="json"),
+        "farm": {"ssh": {"key_file": str(user_key), "known_hosts": str(known_hosts), "connect_timeout_seconds": DEADLINE},
+                 "harvesters": [{"name": "h0", "host": "127.0.0.1", "ssh_port": port, "user": "root",
+                                 "receive_script": str(sink.script)}]},
+    })  # fmt: skip
+    plots = run.make_plots(9)
+    outcome = PlotterOutcome()
+    snapshots = {"h0": sink.snapshot(receives_available=3)}
+    outcome.planned, _ = plan_transfers(run.plots(), snapshots, "fill", 3)
+    send_planned(run.settings, run.db, Notifier(run.settings.notifications), snapshots, outcome, retry=RETRY)
+    assert all(r.ok for _, r in outcome.results) and len(outcome.results) == 9, [r.reason for _, r in outcome.results]
+    assert sink.landed() == plots
+    assert log.read_text().count("Accepted publickey") == 1, log.read_text()  # one connection, three sessions
+    wait_until("the run's connection to close", lambda: not daemon.children())
