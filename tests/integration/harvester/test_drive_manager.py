@@ -17,8 +17,11 @@ import yaml
 from tests.support.harvester_env import Harvester, harvester_config
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plotmaker import cached_plot, copy_plot
-from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.smtp_server import SMTPTestServer, free_port, smtp_server
+from tests.support.waiting import DEADLINE
+from utilities.transfer.channel import LocalExec
 from utilities.transfer.claims import CLAIMS_DIRNAME, try_claim
+from utilities.transfer.sender import send_plot
 
 pytestmark = [pytest.mark.root, requires_root_and_loop]
 
@@ -260,6 +263,34 @@ def test_receive_in_flight_is_exported_and_the_set_rewritten_while_it_runs(farm,
     harvester.run()
     export = harvester.export()
     assert (export["receiving"], export["receives_available"]) == ([], 3)
+
+
+def test_a_plot_sent_through_the_script_lands_on_the_first_drive_nobody_claimed(farm, tmp_path) -> None:
+    """The real receiver, started by the script the pass wrote, over loopback."""
+    harvester, drives = farm
+    harvester.run()
+    source = copy_plot("pool", tmp_path / "plotter")
+    sender = LocalExec(env={**os.environ, "SSH_CLIENT": "127.0.0.1 40022 22",
+                            "SSH_CONNECTION": "127.0.0.1 40022 127.0.0.1 22"})
+    timeouts = {"ready_timeout": DEADLINE, "verify_timeout": DEADLINE, "idle_timeout": DEADLINE}
+    claims_dir = harvester.state_dir / CLAIMS_DIRNAME
+    held = [try_claim(claims_dir, "drive0", 1)]  # another receiver writes onto drive0
+    try:
+        result = send_plot(sender, harvester.receive_script, source, "127.0.0.1", free_port(), nc=None, **timeouts)
+        assert result.ok, result.reason
+        assert (drives.drives[1].mountpoint / source.name).exists()
+        assert not (drives.drives[0].mountpoint / source.name).exists()
+        # Every drive of the set taken: busy, the plot stays where it is.
+        held += [try_claim(claims_dir, name, 1) for name in ("drive1", "drive2", "drive10")]
+        assert all(held)
+        other = copy_plot("og", tmp_path / "plotter2")
+        busy = send_plot(sender, harvester.receive_script, other, "127.0.0.1", free_port(), nc=None, **timeouts)
+        assert not busy.ok and busy.receiver_error == "busy", busy
+        assert other.exists()
+    finally:
+        for claim in held:
+            if claim is not None:
+                claim.release()
 
 
 def test_daily_report_email_has_text_and_html(farm, mail) -> None:
