@@ -44,7 +44,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -77,7 +76,7 @@ from utilities.transfer.protocol import (
     shown,
 )
 from utilities.transfer.receive_set import Placement, SetDrive
-from utilities.transfer.writeback import RECEIVE_WINDOW, SyncRange, WriteBehind, load_sync_file_range
+from utilities.transfer.writeback import StreamWriter, SyncRange, load_sync_file_range
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE, signal.SIGINT)
@@ -149,53 +148,6 @@ def _report_stale(entry: str, check: StaleCheck) -> None:
         note(f"cannot open {entry} to check it: {check.unreadable}")
     if check.removed:
         note(f"removed stale {entry} left by a writer that died")
-
-
-class _PlotWriter:
-    """Where the stream's bytes go: the part file, written back a window behind the stream
-    (``WriteBehind``), the progress recorded in the drive's claim once per window.
-
-    ``write`` is the receive loop's callback: one write and one comparison per piece unless a
-    window ended."""
-
-    def __init__(self, landing: Landing, placement: Placement, name: str, started_at: float) -> None:
-        assert landing.part_fd is not None
-        self.landing = landing
-        self.fd = landing.part_fd
-        self.placement = placement
-        self.name = name
-        self.size = landing.size
-        self.started_at = started_at
-        self.write_behind = WriteBehind(self.fd, _sync_file_range())
-        self.window_start = 0
-        self.window_end = RECEIVE_WINDOW
-
-    def write(self, data: memoryview, offset: int) -> None:
-        end = offset + len(data)
-        fd = self.fd
-        try:
-            while data:
-                data = data[os.write(fd, data) :]
-        except OSError as exc:
-            raise self._failure(exc, offset) from None
-        if end >= self.window_end:
-            self._window_done(end)
-
-    def _window_done(self, end: int) -> None:
-        """A window is complete: its write-back starts, the one before is finished; progress
-        goes into the claim (the first window's at once, so a report sees the plot moving;
-        later ones as often as the claim's rate limit lets)."""
-        start = self.window_start
-        try:
-            self.write_behind.window(start, end)
-        except OSError as exc:
-            raise self._failure(exc, start) from None
-        self.window_start, self.window_end = end, end + RECEIVE_WINDOW
-        self.placement.record(self.name, self.size, end, self.started_at, force=start == 0)
-
-    def _failure(self, exc: OSError, offset: int) -> BaseException:
-        problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
-        return self.landing.failure(problem, exc, offset=offset)
 
 
 class Receiver:
@@ -288,7 +240,17 @@ class Receiver:
         except OSError:
             raise ReceiveFailure(ERR_ABORTED, "control channel closed before READY") from None
         self.intake.accept(keep_listening=self.session)
-        writer = _PlotWriter(landing, self.placement, name, started_at)
+
+        def failed(exc: OSError, offset: int) -> BaseException:
+            problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
+            return landing.failure(problem, exc, offset=offset)
+
+        def progress(received: int, first: bool) -> None:
+            # The first window at once, so a report sees the plot moving; then rate-limited.
+            self.placement.record(name, size, received, started_at, force=first)
+
+        assert landing.part_fd is not None
+        writer = StreamWriter(landing.part_fd, _sync_file_range(), failed, progress)
         hexdigest = self.intake.receive(size, writer.write)
         sent_size, expected = self.intake.wait_verify(size)
         if sent_size != size or expected != hexdigest:
@@ -296,7 +258,7 @@ class Receiver:
                 ERR_MISMATCH, f"received {size} bytes xxh3_128 {hexdigest}, plotter sent {sent_size} bytes {expected}"
             )
         landing.commit()
-        writer.write_behind.drop_all()
+        writer.behind.drop_all()
         self.placement.idle()
         return hexdigest
 

@@ -10,9 +10,9 @@ So the drive always has one window to write, at most two windows per writer are 
 flight, and the final fsync covers only the last one or two.
 
 Both writers use it: a local copy (``copy_worker.py``, which falls back to fdatasync per window)
-and a network receive (``WriteBehind`` here, which falls back to doing nothing: a receive must
-never stall its stream on a file system that cannot write back in ranges).  Only the standard
-library (ctypes) is imported: the receiver starts fast.
+and a network receive (``StreamWriter`` on ``WriteBehind`` here, which falls back to doing
+nothing: a receive must never stall its stream on a file system that cannot write back in
+ranges).  Only the standard library (ctypes) is imported: the receiver starts fast.
 """
 
 from __future__ import annotations
@@ -101,3 +101,50 @@ class WriteBehind:
         self.in_flight = None
         with contextlib.suppress(OSError):  # only a hint: a plot in the cache is still a plot
             os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+class StreamWriter:
+    """A stream's bytes into a file, front to back, written back a window behind (``WriteBehind``),
+    with ``progress(bytes so far, first window?)`` told once per window.
+
+    ``write`` is the receive loop's callback (``Intake.receive``): one write and one comparison
+    per piece unless a window just ended.  A failed write or write-back raises what
+    ``fail(error, offset)`` builds (the writer words it).
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        sync_range: SyncRange | None,
+        fail: Callable[[OSError, int], BaseException],
+        progress: Callable[[int, bool], None],
+        window: int = RECEIVE_WINDOW,
+    ) -> None:
+        self.fd = fd
+        self.behind = WriteBehind(fd, sync_range)
+        self.fail = fail
+        self.progress = progress
+        self.window = window
+        self.window_start = 0
+        self.window_end = window
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """Write ``data``, which starts at byte ``offset`` of the file."""
+        end = offset + len(data)
+        fd = self.fd
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as exc:
+            raise self.fail(exc, offset) from None
+        if end >= self.window_end:
+            self._window_done(end)
+
+    def _window_done(self, end: int) -> None:
+        start = self.window_start
+        try:
+            self.behind.window(start, end)
+        except OSError as exc:
+            raise self.fail(exc, start) from None
+        self.window_start, self.window_end = end, end + self.window
+        self.progress(end, start == 0)

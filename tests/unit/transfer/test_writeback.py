@@ -13,6 +13,7 @@ import pytest
 from utilities.transfer.writeback import (
     SYNC_FILE_RANGE_WRITE,
     WAIT_AND_WRITE,
+    StreamWriter,
     SyncRange,
     WriteBehind,
     load_sync_file_range,
@@ -84,3 +85,29 @@ def test_without_sync_file_range_nothing_happens_and_nothing_fails(part: int, sy
     write_windows(part, behind, 3)
     behind.drop_all()
     assert os.fstat(part).st_size == 3 * WINDOW
+
+
+def test_a_stream_is_written_whole_with_progress_once_per_window(part: int) -> None:
+    calls: list[tuple[int, int, int]] = []
+    told: list[tuple[int, bool]] = []
+    writer = StreamWriter(part, recording(calls), lambda exc, offset: exc, lambda n, first: told.append((n, first)),
+                          window=WINDOW)
+    data = os.urandom(3 * WINDOW + 100)
+    piece = WINDOW // 3 + 7  # pieces that straddle the window edges, as a socket hands them over
+    for offset in range(0, len(data), piece):
+        writer.write(memoryview(data)[offset : offset + piece], offset)
+    assert os.pread(part, len(data) + 1, 0) == data
+    assert [first for _, first in told] == [True, False, False]
+    assert all((i + 1) * WINDOW <= n < (i + 1) * WINDOW + piece for i, (n, _) in enumerate(told))
+    assert [flags for _, _, flags in calls].count(SYNC_FILE_RANGE_WRITE) == 3
+
+
+def test_a_failed_write_is_worded_by_the_writer(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "read-only", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        writer = StreamWriter(fd, None, lambda exc, offset: ValueError(f"{exc.errno} at {offset}"),
+                              lambda n, first: None)
+        with pytest.raises(ValueError, match=f"{errno.EBADF} at 5"):
+            writer.write(memoryview(b"abc"), 5)
+    finally:
+        os.close(fd)
