@@ -18,7 +18,6 @@ ranges).  Only the standard library (ctypes) is imported: the receiver starts fa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from collections.abc import Callable
 
@@ -41,6 +40,8 @@ def load_sync_file_range() -> SyncRange | None:
 
     ctypes releases the GIL for the call, so another thread keeps running while this one waits
     on the disk."""
+    import ctypes  # loaded by the first writer that needs it, not by every importer's start-up
+
     try:
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
