@@ -17,8 +17,10 @@ import json
 import os
 import select
 import shlex
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from tests.support.tmpfs_drives import TmpfsDrives, requires_root_and_tmpfs
 from tests.support.waiting import DEADLINE, wait_until
 from utilities.transfer.channel import LocalExec, LocalProcess
 from utilities.transfer.claims import DriveClaim, ReceiveInFlight, receives_in_flight, try_claim
+from utilities.transfer.intake import RECV_LOW_WATER
 from utilities.transfer.part_files import part_name
 from utilities.transfer.protocol import (
     ERR_BAD_NAME,
@@ -238,6 +241,58 @@ def test_the_claim_shows_the_plot_and_its_progress_while_it_streams(sink: Sink) 
     assert receiver.exit_status() == 0
     assert receives_in_flight(sink.claims) == []
     assert (sink.dirs[0] / name).read_bytes() == data
+
+
+def _cached_bytes(path: Path) -> int:
+    """How much of ``path`` is in the page cache (util-linux fincore, i.e. mincore(2))."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         capture_output=True, text=True, check=True, timeout=DEADLINE).stdout
+    return int(out.strip())
+
+
+def test_the_drive_writes_while_the_plot_streams_and_memory_stays_flat(sink: Sink) -> None:
+    """Write-back a window behind: while the plot streams at most about two windows of it are
+    in the page cache, and after its OK none (a page cache file system keeps everything: skip)."""
+    if shutil.which("fincore") is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    if os.statvfs(sink.dirs[0]).f_blocks == 0 or _is_tmpfs(sink.dirs[0]):
+        pytest.skip("the drives are in memory here (tmpfs): nothing to write back")
+    receiver = sink.session()
+    name, data = plot_bytes(4 * RECEIVE_WINDOW)
+    port = receiver.start_plot(name, len(data))
+    part = sink.dirs[0] / part_name(name)
+    with socket.create_connection((LOOPBACK, port), timeout=DEADLINE) as conn:
+        conn.sendall(data[: 3 * RECEIVE_WINDOW + RECEIVE_WINDOW // 2])  # then the stream waits
+        sent = 3 * RECEIVE_WINDOW + RECEIVE_WINDOW // 2
+        # All but what waits in the socket for its low-water mark (only the plot's end skips that)
+        arrived = sent - RECV_LOW_WATER
+        wait_until("the receiver to write what was sent", lambda: _bytes_written(receiver.pid) >= arrived)
+        assert _cached_bytes(part) <= 2 * RECEIVE_WINDOW + 8 * MIB
+        conn.sendall(data[sent:])
+    assert receiver.finish_plot(data).kind == "OK"
+    assert _cached_bytes(sink.dirs[0] / name) == 0
+    receiver.close_stdin()
+    assert receiver.exit_status() == 0
+    assert (sink.dirs[0] / name).read_bytes() == data
+
+
+def _bytes_written(pid: int) -> int:
+    """Bytes the process has handed to write(2) so far (its part file's, and a few lines)."""
+    with open(f"/proc/{pid}/io", encoding="ascii") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
+
+
+def _is_tmpfs(path: Path) -> bool:
+    """True when ``path`` is on a tmpfs (its pages cannot be written back or dropped)."""
+    best = ""
+    fstype = ""
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            mountpoint = fields[1].replace("\\040", " ")
+            if str(path.resolve()).startswith(mountpoint.rstrip("/") + "/") and len(mountpoint) >= len(best):
+                best, fstype = mountpoint, fields[2]
+    return fstype == "tmpfs"
 
 
 def test_a_session_holds_its_drive_between_plots(sink: Sink) -> None:
