@@ -27,7 +27,8 @@ farm-breaking failure seen in the wild:
 * The drive's space is reserved up front (``fallocate``) so a full disk fails in a second, not
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
 * Only a connection from the plotter's address is accepted (``intake.py``).
-
+* Each receiver writes onto a drive it has claimed (``claims.py``), so two receivers never
+  share a drive beyond ``--per-drive``; the claim dies with the receiver, however it ends.
 * The drive keeps writing while the plot streams (``writeback.py``: each finished window's
   write-back started, the one before waited for), so memory stays flat per receiver and the
   final fsync is short.
