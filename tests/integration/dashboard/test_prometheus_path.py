@@ -23,6 +23,7 @@ from tests.support.smtp_server import free_port
 from tests.support.waiting import DEADLINE, wait_until
 from tests.unit.dashboard.documented_metrics import DOCUMENTED, HARVESTER_METRICS, PLOTTER_METRICS
 from utilities.state import StateDB, TransferRecord
+from utilities.transfer.claims import CLAIMS_DIRNAME, try_claim
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or "/usr/bin/prometheus-node-exporter"
 pytestmark = [
@@ -112,7 +113,13 @@ def test_node_exporter_serves_every_documented_metric(tmp_path: Path, node_expor
         copy_plot("pool", drives.drives[1].mountpoint)
         ChiaLogWriter(root / "chia" / "debug.log").harvester(eligible=1, proofs=0, seconds=0.2, total=2)
         harvester.run("-off", "drive1")
-        harvester.run()
+        claim = try_claim(root / "state" / CLAIMS_DIRNAME, "drive0", 1)  # as a receiver writing there holds it
+        assert claim is not None
+        try:
+            claim.record("plot-k32-2026-12-04-10-00-" + "a" * 64 + ".plot", 4 * 10**6, 10**6, time.time() - 10, force=True)
+            harvester.run()
+        finally:
+            claim.release()
     _plotter_textfile(tmp_path, textfile)
 
     written = {}
@@ -130,3 +137,5 @@ def test_node_exporter_serves_every_documented_metric(tmp_path: Path, node_expor
     assert temp == [41.0]
     offline = {dict(labels)["drive"]: v for (n, labels), v in served.items() if n == "chia_pm_drive_offline"}
     assert offline == {"drive0": 0.0, "drive1": 1.0}
+    receiving = {dict(labels)["drive"]: v for (n, labels), v in served.items() if n == "chia_pm_drive_receives_in_flight"}
+    assert receiving == {"drive0": 1.0, "drive1": 0.0}
