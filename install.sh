@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up one role of the plot manager on Debian/Ubuntu, idempotently.
 #
-#   ./install.sh harvester|plotter|farmer [--cron] [--config PATH] [--user USER] [--no-apt] [--cron-dir DIR]
+#   ./install.sh harvester|plotter|farmer [--cron] [--dashboard] [--config PATH] [--user USER] [--no-apt]
+#                [--cron-dir DIR] [--systemd-dir DIR]
 #
 #   - installs the role's system packages (apt),
 #   - makes a virtualenv in .venv with the pinned requirements.txt,
@@ -9,19 +10,24 @@
 #     overwrites one) with mode 0600, since it can hold mail/SMS/push secrets,
 #   - creates the state directory the config names and validates the config,
 #   - with --cron, writes the role's cron entries to /etc/cron.d/plot_manager-ROLE (rewritten
-#     whole each time, so running it again never duplicates a line).
+#     whole each time, so running it again never duplicates a line),
+#   - with --dashboard, writes the systemd unit plot_manager-dashboard.service (farm_dashboard.py,
+#     the read-only web page of the farm, as USER) and enables and (re)starts it where systemd runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 INSTALL_DIR=$(pwd)
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
-role=""; cron=0; apt=1; user=$(id -un); config=""; cron_dir=/etc/cron.d
+role=""; cron=0; dashboard=0; apt=1; user=$(id -un); config=""; cron_dir=/etc/cron.d
+systemd_dir=/etc/systemd/system; default_systemd_dir=$systemd_dir
 while [ $# -gt 0 ]; do
     case "$1" in
         harvester|plotter|farmer) [ -z "$role" ] || die "only one role at a time"; role=$1 ;;
         --cron) cron=1 ;;
+        --dashboard) dashboard=1 ;;
+        --systemd-dir) [ $# -ge 2 ] || die "--systemd-dir needs a directory"; systemd_dir=$2; shift ;;
         --no-apt) apt=0 ;;
         --config) [ $# -ge 2 ] || die "--config needs a path"; config=$2; shift ;;
         --user) [ $# -ge 2 ] || die "--user needs a user name"; user=$2; shift ;;
@@ -82,10 +88,12 @@ except ConfigError as exc:
     sys.exit(2)
 print(settings.state_path)
 print("yes" if settings.harvester.local_moves.enabled else "no")
+print(f"http://{settings.dashboard.bind}:{settings.dashboard.port}/")
 PY
 ) || die "the config $config is not valid; fix it and run install.sh again"
 state_dir=$(sed -n 1p <<<"$settings_info")
 local_moves=$(sed -n 2p <<<"$settings_info")
+dashboard_url=$(sed -n 3p <<<"$settings_info")
 install -d -m 0750 -o "$user" "$state_dir"
 echo "state: $state_dir"
 
@@ -114,5 +122,43 @@ if [ "$cron" = 1 ]; then
     chmod 0644 "$cron_file.tmp"
     mv "$cron_file.tmp" "$cron_file"
     echo "cron: wrote $cron_file"
+fi
+# 6. The dashboard as a systemd service.
+if [ "$dashboard" = 1 ]; then
+    unit=plot_manager-dashboard.service
+    install -d "$systemd_dir"
+    {
+        echo "# Written by $INSTALL_DIR/install.sh $role --dashboard; rerun it to update."
+        echo "[Unit]"
+        echo "Description=Chia plot manager farm dashboard (read-only web page)"
+        echo "After=network-online.target"
+        echo "Wants=network-online.target"
+        echo ""
+        echo "[Service]"
+        echo "Type=simple"
+        echo "User=$user"
+        echo "WorkingDirectory=$INSTALL_DIR"
+        echo "Environment=\"PLOT_MANAGER_CONFIG=$config\""
+        echo "ExecStart=\"$python\" \"$INSTALL_DIR/farm_dashboard.py\""
+        echo "Restart=on-failure"
+        echo "RestartSec=10"
+        echo "NoNewPrivileges=yes"
+        echo "PrivateTmp=yes"
+        echo "ProtectSystem=full"
+        echo ""
+        echo "[Install]"
+        echo "WantedBy=multi-user.target"
+    } > "$systemd_dir/$unit.tmp"
+    chmod 0644 "$systemd_dir/$unit.tmp"
+    mv "$systemd_dir/$unit.tmp" "$systemd_dir/$unit"
+    echo "dashboard: wrote $systemd_dir/$unit ($dashboard_url)"
+    if [ "$systemd_dir" = "$default_systemd_dir" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl daemon-reload
+        systemctl enable --quiet "$unit"
+        systemctl restart "$unit"
+        echo "dashboard: enabled and started $unit"
+    else
+        echo "dashboard: systemd is not running here; start it with: systemctl daemon-reload && systemctl enable --now $unit"
+    fi
 fi
 echo "install.sh: $role ready"
