@@ -97,10 +97,16 @@ def create_app(settings: Settings, page_source: Callable[[], Page] | None = None
         response.headers.update(SECURITY_HEADERS)
         return response
 
+    rendered: list[tuple[Page, str]] = []  # the last page and its HTML: one render per gathering
+
     @app.get("/")
     def farm() -> str:
         page = pages.get()
-        return render_template("farm.html", page=page, charts=page_charts(page), age=pages.age())
+        last = rendered[-1] if rendered else None
+        if last is None or last[0] is not page:
+            last = (page, render_template("farm.html", page=page, charts=page_charts(page)))
+            rendered[:] = [last]
+        return last[1]
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | str:
