@@ -91,6 +91,7 @@ def line_chart(title: str, points: Sequence[Point], unit: str = "", colour: str 
     parts = _frame(title, top, points, unit)
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     runs: list[list[tuple[float, float]]] = [[]]
+    dots: list[str] = []
     for index, (label, value) in enumerate(points):
         if value is None:
             runs.append([])
@@ -98,7 +99,7 @@ def line_chart(title: str, points: Sequence[Point], unit: str = "", colour: str 
         x = _LEFT + plot_w * (index + 0.5) / len(points)
         y = _TOP + plot_h * (1 - value / top)
         runs[-1].append((x, y))
-        parts.append(
+        dots.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}">'
             f"<title>{escape(f'{label}: {_number(value)}{unit}')}</title></circle>"
         )
@@ -106,6 +107,7 @@ def line_chart(title: str, points: Sequence[Point], unit: str = "", colour: str 
         if len(run) > 1:
             path = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+    parts += dots  # drawn over the line
     if not values:
         parts.append(f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle" fill="#57606a">no data yet</text>')
     return _svg(parts, title)
