@@ -1,12 +1,16 @@
-"""Whom the receiver accepts the data connection from."""
+"""Whom the receiver accepts the data connection from, and its control lines read one by one."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
+from collections.abc import Iterator
 
 import pytest
 
-from utilities.transfer.intake import allowed_peers, normal_ip
+from tests.support.waiting import DEADLINE
+from utilities.transfer.intake import Control, Intake, allowed_peers, normal_ip
 from utilities.transfer.protocol import ERR_USAGE, ReceiveFailure
 
 
@@ -31,3 +35,39 @@ def test_without_ssh_client_anyone_may_connect_and_it_is_said(
     monkeypatch.delenv("SSH_CLIENT", raising=False)
     assert allowed_peers(None) == frozenset()
     assert "accepting a connection from any address" in capfd.readouterr().err
+
+
+@pytest.fixture
+def control_pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """A real pipe standing in for the SSH channel's stdin: the write end is the plotter."""
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(Control, "FD", read_end)
+    yield write_end
+    os.close(read_end)
+    with contextlib.suppress(OSError):
+        os.close(write_end)
+
+
+def test_a_session_reads_its_lines_one_by_one(control_pipe: int) -> None:
+    intake = Intake(4000, idle_timeout=DEADLINE, bind=None)
+    os.write(control_pipe, b"PLOT a 1\nPLOT b 2\nPLO")
+    assert intake.next_line() == "PLOT a 1"
+    assert intake.next_line() == "PLOT b 2"  # already read with the first: kept, not lost
+    os.write(control_pipe, b"T c 3\n")
+    assert intake.next_line() == "PLOT c 3"
+    os.write(control_pipe, b"PLOT d")
+    os.close(control_pipe)
+    assert intake.next_line() is None  # the plotter ended the session (half a line is nothing)
+
+
+def test_a_session_with_no_next_line_ends_after_its_idle_timeout(control_pipe: int) -> None:
+    intake = Intake(4000, idle_timeout=0.05, bind=None)
+    assert intake.next_line() is None
+
+
+def test_verify_is_used_up_so_the_next_plot_line_follows(control_pipe: int) -> None:
+    intake = Intake(4000, idle_timeout=DEADLINE, bind=None)
+    digest = "ab" * 16
+    os.write(control_pipe, f"VERIFY 5 {digest}\nPLOT next 7\n".encode())
+    assert intake.wait_verify(5) == (5, digest)
+    assert intake.next_line() == "PLOT next 7"
