@@ -11,10 +11,11 @@ its holder, and nobody has to clean up.  While it writes, the receiver keeps one
 claim file (plot, size, bytes received, start time), which the minute pass, ``-pr`` and the
 metrics read to show what is being received where, and at what speed.
 
-Readers never take the lock themselves (a reader's brief shared lock would make a receiver
+Readers do not take the lock themselves (a reader's brief shared lock would make a receiver
 looking for a free drive skip one): they ask the kernel which files are locked
-(``/proc/locks``) and read only the claim files held now.  Only the standard library is
-imported: the receiver imports this and must start fast.
+(``/proc/locks``) and read only the claim files held now.  Only where that list cannot say
+(no /proc; btrfs, whose stat() device numbers are not the list's) is the lock itself asked.
+Only the standard library is imported: the receiver imports this and must start fast.
 """
 
 from __future__ import annotations
@@ -189,10 +190,9 @@ def _locked_files(proc_locks: str = "/proc/locks") -> set[tuple[int, int, int]] 
     return held
 
 
-def _is_held(path: str, st: os.stat_result, held: set[tuple[int, int, int]] | None) -> bool:
-    if held is not None:
-        return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held
-    # No /proc/locks: probe with a shared lock (may make a receiver skip a drive for an instant).
+def _probe_held(path: str) -> bool:
+    """Ask the lock itself, with a shared lock given back at once (a receiver looking for a free
+    slot at that very instant may skip this one, so only when /proc/locks cannot say)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -203,6 +203,19 @@ def _is_held(path: str, st: os.stat_result, held: set[tuple[int, int, int]] | No
         return True
     finally:
         os.close(fd)
+    return False
+
+
+def _is_held(path: str, st: os.stat_result, held: set[tuple[int, int, int]] | None) -> bool:
+    if held is None:  # no /proc/locks
+        return _probe_held(path)
+    if (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in held:
+        return True
+    # btrfs reports another device number to stat() than the kernel's lock list uses (util-linux
+    # lsfd/lslocks and lsof hit the same): a lock on this inode number under another device may
+    # be ours, so only then the lock itself is asked.
+    if any(inode == st.st_ino for _major, _minor, inode in held):
+        return _probe_held(path)
     return False
 
 

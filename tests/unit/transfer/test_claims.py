@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.waiting import DEADLINE
+from utilities.transfer import claims as claims_module
 from utilities.transfer.claims import (
     DriveClaim,
     ReceiveInFlight,
@@ -145,3 +146,25 @@ def test_a_receive_in_flight_round_trips_and_bad_records_are_refused() -> None:
             ReceiveInFlight.from_dict(bad)
     with pytest.raises(TypeError):
         ReceiveInFlight.from_dict(["drive0"])
+
+
+def test_a_lock_list_with_other_device_numbers_is_checked_on_the_lock_itself(
+    claims: tuple[Path, list[DriveClaim]], tmp_path: Path
+) -> None:
+    """btrfs gives stat() other device numbers than /proc/locks: a held claim must still count
+    and a free one with the same inode number must not."""
+    directory, held = claims
+    holding = take(directory, held, "drive0")
+    free = take(directory, held, "drive1")
+    assert holding is not None and free is not None
+    free.release()
+    files = {drive: directory / claim_file_name(drive, 0) for drive in ("drive0", "drive1")}
+    inodes = {drive: path.stat().st_ino for drive, path in files.items()}
+    proc_locks = tmp_path / "locks"
+    proc_locks.write_text("".join(f"{n}: FLOCK  ADVISORY  WRITE 1 00:ff:{inode} 0 EOF\n"
+                                  for n, inode in enumerate(inodes.values(), 1)))
+    listed = claims_module._locked_files(str(proc_locks))
+    assert listed == {(0, 0xFF, inode) for inode in inodes.values()}
+    assert claims_module._is_held(str(files["drive0"]), files["drive0"].stat(), listed)
+    assert not claims_module._is_held(str(files["drive1"]), files["drive1"].stat(), listed)
+    assert not claims_module._is_held(str(files["drive0"]), files["drive0"].stat(), set())  # not listed at all
