@@ -109,6 +109,9 @@ class PlotSender:
         progress = self.progress(plot, target.name) if self.progress else None
         log.info("sending %s to %s", plot.path, target.name)
         result = channel.send(plot.path, dest_name=destination_name(plot, transfer.portable_prefix), progress_cb=progress)
+        close = getattr(progress, "close", None)
+        if callable(close):  # a terminal bar of a plot that did not get through (busy: it comes again)
+            close()
         if result.ok:
             try:
                 delete_source_after_ok(plot.path, result)
