@@ -35,6 +35,15 @@ elif [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# chromedriver and chromium find each other by the name "localhost" (the dashboard's browser
+# tests). Every installed Debian resolves it from /etc/hosts; a bare debootstrap root has no
+# /etc/hosts at all, so give it the installer's lines.
+if [ "$kind" = dev ] && ! getent hosts localhost >/dev/null; then
+    need_root "a localhost line in /etc/hosts"
+    echo "bootstrap: localhost does not resolve; adding it to /etc/hosts"
+    printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >> /etc/hosts
+fi
+
 # The virtualenv, rebuilt only when the requirement files change.
 req=requirements.txt
 [ "$kind" = dev ] && req=requirements-dev.txt
