@@ -1,16 +1,25 @@
-"""A whole farm for end-to-end tests: harvesters in namespaces with loop drives, and a plotter.
+"""A whole farm for end-to-end tests: harvesters in namespaces with loop drives, and plotters.
 
 Each harvester gets its own loop-mounted drives, config, state directory and a real
 ``drive_manager.py`` cron pass run inside its namespace; the plotter (root namespace) gets a
 config listing every harvester with the farm's SSH key and known_hosts, so host keys are checked.
+More plotters (``add_plotter``) share the root namespace, as two plotting machines share a LAN.
+
+``throttle`` slows a harvester's link for plot data only (SSH goes past the queue), so a test can
+act while several plots stream without every control line waiting behind them; ``ReceiveWatch``
+samples a harvester's receives (drive claims and part files) the whole time a test runs, so a
+moment when two receives shared a drive is seen even if it lasted a few milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +53,17 @@ class FarmHarvester:
         return self.root / "plot_manager.yaml"
 
     @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
     def export_file(self) -> Path:
-        return self.root / "state" / "export" / "harvester.json"
+        return self.state_dir / "export" / "harvester.json"
+
+    @property
+    def claims_dir(self) -> Path:
+        """Where receivers hold their drive claims (utilities.transfer.claims.CLAIMS_DIRNAME)."""
+        return self.state_dir / "receiving"
 
     def plots(self) -> list[Path]:
         """Every finished plot on this harvester's drives."""
@@ -55,6 +73,33 @@ class FarmHarvester:
         """Anything a transfer may leave behind: hidden part files and the like."""
         return sorted(p for d in self.drives.drives for p in d.mountpoint.iterdir() if p.name.startswith(".") and p.name.endswith(".part"))
 
+    def parts_per_drive(self) -> dict[Path, list[str]]:
+        """Part files on each drive now (a drive unmounted or raced away lists nothing)."""
+        found: dict[Path, list[str]] = {}
+        for drive in self.drives.drives:
+            with contextlib.suppress(OSError):
+                found[drive.mountpoint] = sorted(
+                    e.name for e in os.scandir(drive.mountpoint) if e.name.startswith(".") and e.name.endswith(".part")
+                )
+        return found
+
+    def receives(self) -> list[Any]:
+        """The receives in flight now, read from the claims as reports read them (no lock taken)."""
+        from utilities.transfer.claims import receives_in_flight
+
+        return receives_in_flight(self.claims_dir)
+
+    def drive_dirs(self) -> dict[str, Path]:
+        """Drive name (as claims and the export name it) -> mountpoint, from the last export."""
+        export = json.loads(self.export_file.read_text())
+        return {d["name"]: Path(d["mountpoint"]) for d in export["drives"]}
+
+    def configure(self, **harvester_keys: Any) -> None:
+        """Change keys of the config's harvester section (the next drive_manager.py pass reads them)."""
+        config = yaml.safe_load(self.config_path.read_text())
+        config["harvester"].update(harvester_keys)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
 
 @dataclass
 class Plotter:
@@ -63,6 +108,7 @@ class Plotter:
     farm: NetnsFarm
     transfer: dict[str, Any] = field(default_factory=dict)
     notifications: dict[str, Any] = field(default_factory=dict)
+    hostname: str = "chiaplot01"
 
     @property
     def plot_dir(self) -> Path:
@@ -72,10 +118,31 @@ class Plotter:
     def config_path(self) -> Path:
         return self.root / "plot_manager.yaml"
 
+    @property
+    def log_file(self) -> Path:
+        return self.root / "state" / "logs" / "plot_manager.log"
+
+    def log_text(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def waiting_plots(self) -> list[Path]:
+        """Finished plots still in the plotter's directory (not sent, or not deleted yet)."""
+        return sorted(p for p in self.plot_dir.iterdir() if p.name.endswith(".plot"))
+
+    def history(self) -> dict[str, Any]:
+        """``plot_manager.py --history --json``: what the state database recorded of the transfers."""
+        proc = self.run("--history", "--json")
+        if proc.returncode != 0:
+            raise AssertionError(f"plot_manager.py --history exited {proc.returncode}: {proc.stderr}")
+        return json.loads(proc.stdout)
+
     def write_config(self, **plotter_extra: Any) -> None:
         self.plot_dir.mkdir(parents=True, exist_ok=True)
         config = {
-            "hostname": "chiaplot01",
+            "hostname": self.hostname,
             "state_dir": str(self.root / "state"),
             "notifications": self.notifications,
             "farm": {
@@ -108,11 +175,21 @@ file_hash = sha256  # content identity, independent of the product's xxh3
 class E2EFarm:
     """NetnsFarm + drives per harvester + a plotter. Use as a context manager."""
 
-    def __init__(self, root: Path, drives_per_harvester: dict[str, int], plot_size: int, drive_mb: int = 64) -> None:
+    def __init__(
+        self,
+        root: Path,
+        drives_per_harvester: dict[str, int],
+        plot_size: int,
+        drive_mb: int = 64,
+        harvester_settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``harvester_settings``: extra keys of every harvester's config section (e.g. the
+        receive set's ``concurrent_receive_drives``), in place before the first pass runs."""
         self.root = root
         self.layout = drives_per_harvester
         self.plot_size = plot_size
         self.drive_mb = drive_mb
+        self.harvester_settings = dict(harvester_settings or {})
         self._stack = ExitStack()
         self.harvesters: dict[str, FarmHarvester] = {}
 
@@ -126,22 +203,15 @@ class E2EFarm:
                 mountpoints = [f"enclosure0/front/column0/drive{i}" for i in range(count)]
                 drives = self._stack.enter_context(LoopDrives(hroot / "mnt", mountpoints, size_mb=self.drive_mb))
                 harvester = FarmHarvester(name, hroot, drives)
-                config = harvester_config(hroot, [str(hroot / "mnt" / "enclosure*/*/column*/drive*")], self.plot_size)
+                config = harvester_config(
+                    hroot, [str(hroot / "mnt" / "enclosure*/*/column*/drive*")], self.plot_size, **self.harvester_settings
+                )
                 config["hostname"] = name
                 harvester.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
                 harvester.config_path.chmod(0o600)
                 self.harvesters[name] = harvester
                 self.harvester_pass(name)
-            self.plotter = Plotter(
-                self.root / "plotter",
-                [
-                    {"name": name, "host": self.net.host(name).address, "user": "root",
-                     "receive_script": str(h.root / "receive_plot.sh"), "export_file": str(h.export_file)}
-                    for name, h in self.harvesters.items()
-                ],
-                self.net,
-            )
-            self.plotter.write_config()
+            self.plotter = self.add_plotter("plotter")
         except BaseException:
             self._stack.close()
             raise
@@ -149,6 +219,62 @@ class E2EFarm:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+    def add_plotter(self, name: str, hostname: str = "chiaplot01", **transfer: Any) -> Plotter:
+        """Another plotting machine (its own directory, config and state) that knows every
+        harvester; ``transfer`` keys go to its ``plotter.transfer`` section."""
+        plotter = Plotter(
+            self.root / name,
+            [
+                {"name": hname, "host": self.net.host(hname).address, "user": "root",
+                 "receive_script": str(h.root / "receive_plot.sh"), "export_file": str(h.export_file)}
+                for hname, h in self.harvesters.items()
+            ],
+            self.net,
+            transfer=dict(transfer),
+            hostname=hostname,
+        )
+        plotter.write_config()
+        return plotter
+
+    # -- the link to a harvester ------------------------------------------------------------
+
+    def throttle(self, name: str, rate: str) -> None:
+        """Limit plot data to ``name`` to ``rate`` (tc syntax, e.g. "2mbit"); SSH is not limited.
+
+        htb on the bridge side of the harvester's veth: SSH (port 22) goes to a class of its
+        own, everything else (the data streams) to the limited default class, so a plotter's
+        control lines and a second plotter's login never queue behind megabytes of plot data.
+        Called again, it changes the rate of the running streams.
+        """
+        veth = self.net.host(name).veth_host_side
+        tc = ["tc"]
+        shown = subprocess.run([*tc, "qdisc", "show", "dev", veth], capture_output=True, text=True, check=True).stdout
+        if "htb 1:" in shown:
+            subprocess.run([*tc, "class", "change", "dev", veth, "parent", "1:", "classid", "1:20",
+                            "htb", "rate", rate, "ceil", rate], check=True)
+            return
+        for cmd in (
+            ["qdisc", "replace", "dev", veth, "root", "handle", "1:", "htb", "default", "20"],
+            ["class", "add", "dev", veth, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"],
+            ["class", "add", "dev", veth, "parent", "1:", "classid", "1:20", "htb", "rate", rate, "ceil", rate],
+            ["filter", "add", "dev", veth, "parent", "1:", "protocol", "ip", "prio", "1",
+             "u32", "match", "ip", "dport", "22", "0xffff", "flowid", "1:10"],
+        ):
+            subprocess.run([*tc, *cmd], check=True, capture_output=True)
+
+    def unthrottle(self, name: str) -> None:
+        subprocess.run(["tc", "qdisc", "del", "dev", self.net.host(name).veth_host_side, "root"], check=False,
+                       capture_output=True)
+
+    @contextlib.contextmanager
+    def throttled(self, name: str, rate: str) -> Iterator[None]:
+        """``throttle`` for the block; the link is whole again after it, whatever happened."""
+        self.throttle(name, rate)
+        try:
+            yield
+        finally:
+            self.unthrottle(name)
 
     def harvester_pass(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         """drive_manager.py inside the harvester's namespace, as its cron would run it."""
@@ -174,6 +300,78 @@ class E2EFarm:
             if any(part.endswith(b"receive_plot.py") for part in cmdline):
                 pids.append(pid)
         return pids
+
+
+def drives_receiving(receives: list[Any], parts: Mapping[Path, list[str]], dirs: Mapping[str, Path]) -> set[str]:
+    """Pure: drives receiving a plot, i.e. with a live claim that names a plot, or a live claim
+    and a part file (a receiver records its plot every few seconds, the part file is at once)."""
+    claimed = {r.drive for r in receives}
+    named = {r.drive for r in receives if r.plot}
+    return {d for d in claimed if d in named or parts.get(dirs.get(d, Path("/nonexistent")))}
+
+
+class ReceiveWatch:
+    """Samples a harvester's receives in a thread, from before a run starts until after it ends.
+
+    Each sample reads the drive claims (``receives_in_flight``, as reports do, taking no lock)
+    and lists the part files of every drive. What the tests assert on is kept: the most drives
+    seen receiving a plot at once, and every sample in which a drive held more claims than
+    ``per_drive`` or more part files than ``per_drive``. Use as a context manager; an error in
+    the sampler is raised at exit, so a broken watch never passes silently.
+    """
+
+    def __init__(self, harvester: FarmHarvester, per_drive: int = 1, interval: float = 0.02) -> None:
+        self.harvester = harvester
+        self.per_drive = per_drive
+        self.interval = interval
+        self.samples = 0
+        self.most_receiving = 0
+        self.crowded_claims: list[str] = []
+        self.crowded_parts: list[str] = []
+        self.plots_seen: set[str] = set()
+        self._dirs = harvester.drive_dirs()  # names and mountpoints never change during a test
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def receiving(self) -> set[str]:
+        """Drives receiving a plot now (read afresh, not from the last sample)."""
+        return drives_receiving(self.harvester.receives(), self.harvester.parts_per_drive(), self._dirs)
+
+    def _sample(self) -> None:
+        from utilities.transfer.claims import claims_per_drive
+
+        receives = self.harvester.receives()
+        parts = self.harvester.parts_per_drive()
+        self.samples += 1
+        self.plots_seen.update(r.plot for r in receives if r.plot)
+        for drive, count in claims_per_drive(receives).items():
+            if count > self.per_drive:
+                self.crowded_claims.append(f"{drive}: {[r.to_dict() for r in receives if r.drive == drive]}")
+        for mountpoint, names in parts.items():
+            if len(names) > self.per_drive:
+                self.crowded_parts.append(f"{mountpoint}: {names}")
+        self.most_receiving = max(self.most_receiving, len(drives_receiving(receives, parts, self._dirs)))
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._sample()
+                self._stop.wait(self.interval)
+        except BaseException as exc:  # noqa: BLE001 - raised in the test's thread at exit
+            self._error = exc
+
+    def __enter__(self) -> ReceiveWatch:
+        self._thread = threading.Thread(target=self._run, name="receive-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise AssertionError(f"the receive watch failed: {self._error!r}") from self._error
 
 
 def env_without_tty() -> dict[str, str]:
