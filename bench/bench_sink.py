@@ -34,8 +34,10 @@ sampled from /proc.
 Part 2 (small plots): a tmpfs drive, the link uncapped, one transfer at a time: 20 plots of
 ``--small-k`` (k22: 74 MB) and one big plot (``--big-k``, k26: 1.39 GB) that gives each
 tool's own big-file speed. Seconds per plot, data time per plot at that speed, and the fixed
-cost per plot: amortised (everything but data) and marginal ((T20 - Tbig - extra bytes at the
-big-file speed) / 19, i.e. without the run's one-off start).
+cost per plot = seconds per plot - data time; and the same for a batch of as many tiny plots
+(``--tiny-k``, k18: 3.8 MB), whose time is nearly all fixed cost. For ours also from its own
+transfer records (PLOT line to OK), i.e. without the run's one-off start (Python, config,
+export, SSH connect).
 
 Usage:  sudo .venv/bin/python bench/bench_sink.py --setup     # apt-get install nbdkit libnbd-bin fuse3
         sudo .venv/bin/python bench/bench_sink.py [--drives 1,2,4,8] [--plots-per-drive 2] [--rounds 3]
@@ -82,7 +84,7 @@ from sink_rig import (
 from sink_watch import mib, peak_summary
 from throttled_drives import PACKAGES, ThrottledDrives, missing_tools
 
-DRIVE_TOOLS = ("nc", "rsync", "ours")
+DRIVE_TOOLS = ("cp", "nc", "rsync", "ours")
 SMALL_TOOLS = ("nc", "rsync", "ours")
 TMPFS_SOURCE = "benchsink"
 APT = ["apt-get", "install", "-y", *sorted(set(PACKAGES.values()) - {"mount", "e2fsprogs"})]
@@ -97,11 +99,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--drive-mbps", type=float, default=40.0, help="write limit of each drive, MB/s (10^6 bytes)")
     p.add_argument("--link-mbps", type=float, default=160.0, help="tc cap of the plotter -> harvester link, MB/s")
     p.add_argument("--rounds", type=int, default=3, help="timed runs per tool and N (median shown)")
+    p.add_argument("--small-rounds", type=int, default=5,
+                   help="timed runs per tool in the small-plot part (about 40 s each here; median shown)")
     p.add_argument("--small-plots", type=int, default=20, help="plots in the small-plot part")
     p.add_argument("--small-k", type=int, default=22, help="k of the small plots (22: 74 MB)")
     p.add_argument("--big-k", type=int, default=26, help="k of the big file giving each tool's own speed")
+    p.add_argument("--tiny-k", type=int, default=18,
+                   help="k of a batch of tiny plots (18: 3.8 MB) whose time per plot is nearly all fixed cost")
     p.add_argument("--parts", default="drives,small", help="drives, small or both (comma-separated)")
-    p.add_argument("--tools", default="nc,rsync,ours", help="subset of nc,rsync,ours")
+    p.add_argument("--tools", default="cp,nc,rsync,ours",
+                   help="subset of cp,nc,rsync,ours (cp: the drives alone, no link; drive part only)")
     p.add_argument("--work-dir", default="/var/tmp", help="where the source plots live (a real filesystem)")
     p.add_argument("--product-commit", metavar="REV",
                    help="run the product (plot_manager.py, drive_manager.py, receive_plot.py) as committed at REV "
@@ -118,12 +125,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--parts: drives, small or drives,small")
     args.tools = [t for t in DRIVE_TOOLS if t in args.tools.split(",")]
     if not args.tools:
-        p.error("--tools: some of nc,rsync,ours")
-    for name in ("plots_per_drive", "rounds", "small_plots"):
+        p.error("--tools: some of cp,nc,rsync,ours")
+    args.small_tools = [t for t in SMALL_TOOLS if t in args.tools]
+    if "small" in args.parts and not args.small_tools:
+        p.error("--tools: the small-plot part needs some of nc,rsync,ours")
+    for name in ("plots_per_drive", "rounds", "small_rounds", "small_plots"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.small_plots < 2:
-        p.error("--small-plots must be >= 2 (the marginal cost divides by n - 1)")
     args.product_tree = REPO
     if args.product_commit:
         proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--short", f"{args.product_commit}^{{commit}}"],
@@ -175,6 +183,9 @@ class DrivePart:
         named = {d.name: d.mountpoint for d in self.drives.drives}
         self.clear(n)
         try:
+            if tool == "cp":
+                return self.rig.run_local_copies([[p.path for p in ps] for ps in self.plots_of_drive(n)], dests,
+                                                 named)
             if tool == "nc":
                 return self.rig.run_nc_streams([[p.path for p in ps] for ps in self.plots_of_drive(n)], dests, named)
             if tool == "rsync":
@@ -290,13 +301,15 @@ def median_mb(samples: list[Sample]) -> float:
 
 
 def print_drive_table(args: argparse.Namespace, results: dict[tuple[int, str], list[Sample]]) -> None:
-    labels = {"nc": "N nc streams + syncfs (physical limit)", "rsync": "N rsync -e ssh + syncfs (plow's way)",
+    labels = {"cp": "N cp + syncfs, local (drives alone, no link)",
+              "nc": "N nc streams + syncfs (physical limit)", "rsync": "N rsync -e ssh + syncfs (plow's way)",
               "ours": "ours: one plot_manager.py cron pass"}
-    header = ("N", "limit MB/s", "tool", "runs", "MB/s median", "min..max", "x limit", "x nc", "x rsync",
+    header = ("N", "limit MB/s", "tool", "runs", "MB/s median", "min..max", "x limit", "x cp", "x nc", "x rsync",
               "to exit MB/s", "drives at once", "writers/drive", "receiver peak MiB")
     rows = []
     for n in args.drive_counts:
         limit = min(args.link_mbps, n * args.drive_mbps)
+        cp = median_mb(results[(n, "cp")]) if (n, "cp") in results else None
         nc = median_mb(results[(n, "nc")]) if (n, "nc") in results else None
         rsync = median_mb(results[(n, "rsync")]) if (n, "rsync") in results else None
         for tool in args.tools:
@@ -304,19 +317,19 @@ def print_drive_table(args: argparse.Namespace, results: dict[tuple[int, str], l
             speeds = [mb(s) for s in samples]
             med = statistics.median(speeds)
             exits = [s.landed / s.extra["to_exit"] / 1e6 for s in samples if "to_exit" in s.extra]
-            label = {"nc": "nc", "rsync": "rsync", "ours": "receive_plot.py"}[tool]
+            label = {"cp": "cp", "nc": "nc", "rsync": "rsync", "ours": "receive_plot.py"}[tool]
             peaks = sorted((kib for s in samples if s.watch for kib in s.watch.peaks_of(label)), reverse=True)
             notes = sorted({s.note for s in samples if s.note})
             rows.append((
                 str(n), f"{limit:.0f}", labels[tool] + (f" [{'; '.join(notes)}]" if notes else ""), str(len(speeds)),
                 f"{med:.1f}", f"{min(speeds):.0f}..{max(speeds):.0f}", f"{med / limit:.2f}",
-                f"{med / nc:.2f}" if nc else "-", f"{med / rsync:.2f}" if rsync else "-",
+                f"{med / cp:.2f}" if cp else "-", f"{med / nc:.2f}" if nc else "-", f"{med / rsync:.2f}" if rsync else "-",
                 f"{statistics.median(exits):.0f}" if exits else "",
-                str(max(s.watch.max_drives_at_once for s in samples if s.watch)),
-                str(max(s.watch.max_writers_per_drive for s in samples if s.watch)),
+                "-" if tool == "cp" else str(max(s.watch.max_drives_at_once for s in samples if s.watch)),
+                "-" if tool == "cp" else str(max(s.watch.max_writers_per_drive for s in samples if s.watch)),
                 peak_summary(peaks) if peaks else "-",
             ))
-    print_markdown_table(header, rows, ["<", ">", "<", ">", ">", ">", ">", ">", ">", ">", ">", ">", ">"])
+    print_markdown_table(header, rows, ["<", ">", "<", *[">"] * 11])
     print("\nevery run, MB/s (in the order run):")
     for (n, tool), samples in sorted(results.items()):
         print(f"  N={n} {tool:6} " + " ".join(f"{mb(s):6.1f}" for s in samples))
@@ -349,9 +362,11 @@ def small_part(args: argparse.Namespace, scratch: Scratch, rig: Rig, farm_root: 
     src_dir.mkdir()
     t0 = time.perf_counter()
     small = [make_source_plot(src_dir, args.small_k) for _ in range(args.small_plots)]
+    tiny = [make_source_plot(src_dir, args.tiny_k) for _ in range(args.small_plots)]
     big = make_source_plot(src_dir, args.big_k)
     print(f"\nsmall-plot part: {len(small)} k{args.small_k} plots of {small_size / 1e6:.1f} MB "
-          f"({batch / 1e6:.0f} MB) and one k{args.big_k} of {big_size / 1e6:.0f} MB, made in "
+          f"({batch / 1e6:.0f} MB), as many k{args.tiny_k} of {tiny[0].size / 1e6:.1f} MB and one k{args.big_k} of "
+          f"{big_size / 1e6:.0f} MB, made in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     tmpfs = scratch.stack.enter_context(TmpfsDrives(farm_root / HARVESTER / "small", ["drive0"],
                                                     size=str(tmpfs_size), source=TMPFS_SOURCE))
@@ -367,7 +382,7 @@ def small_part(args: argparse.Namespace, scratch: Scratch, rig: Rig, farm_root: 
 
     def run(tool: str, what: str) -> Sample:
         clear_dir(dest)
-        files = small if what == "small" else [big]
+        files = {"small": small, "tiny": tiny, "big": [big]}[what]
         try:
             if tool == "nc":
                 return rig.run_nc_files([p.path for p in files], dest)
@@ -379,46 +394,61 @@ def small_part(args: argparse.Namespace, scratch: Scratch, rig: Rig, farm_root: 
             clear_dir(dest)
 
     results: dict[tuple[str, str], list[Sample]] = {}
-    for r in range(args.rounds):
+    tools = args.small_tools
+    for r in range(args.small_rounds):
         t0 = time.perf_counter()
-        order = args.tools[r % len(args.tools):] + args.tools[:r % len(args.tools)]
+        order = tools[r % len(tools):] + tools[:r % len(tools)]
         for tool in order:
-            for what in ("small", "big"):
+            for what in ("small", "tiny", "big"):
                 results.setdefault((tool, what), []).append(run(tool, what))
-        print(f"small plots round {r + 1}/{args.rounds}: {time.perf_counter() - t0:.0f} s; "
+        print(f"small plots round {r + 1}/{args.small_rounds}: {time.perf_counter() - t0:.0f} s; "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
     return results
 
 
 def print_small_table(args: argparse.Namespace, results: dict[tuple[str, str], list[Sample]]) -> None:
+    """Per tool: seconds per plot, data time per plot at its own big-file speed, the rest (fixed cost).
+
+    For ours a second row takes both from the plotter's transfer records (PLOT line to OK), i.e.
+    without the run's one-off start, which a cron run pays once however many plots it sends.
+    """
     from utilities.plots import expected_plot_size
 
     n = args.small_plots
-    b_small = expected_plot_size(args.small_k)
-    b_big = expected_plot_size(args.big_k)
-    labels = {"nc": "nc, file after file", "rsync": "one rsync -e ssh of the directory",
-              "ours": "ours: one plot_manager.py cron pass"}
+    size = {"small": expected_plot_size(args.small_k), "tiny": expected_plot_size(args.tiny_k),
+            "big": expected_plot_size(args.big_k)}
     header = ("tool", "runs", f"s for {n} plots", "s per plot", "big-file MB/s", "data s per plot",
-              "fixed s per plot (all but data)", "marginal fixed s per plot", "x ours (s per plot)")
-    per_plot: dict[str, float] = {}
+              "fixed s per plot", f"s per k{args.tiny_k} plot", f"fixed s per k{args.tiny_k} plot",
+              "x ours (s per plot)")
+
+    def seconds(tool: str, what: str, in_session: bool) -> float:
+        samples = results[(tool, what)]
+        return statistics.median(s.extra["send_seconds"] if in_session else s.seconds for s in samples)
+
+    lines = [(SMALL_LABELS[t], t, False) for t in args.small_tools]
+    if "ours" in args.small_tools and all(s.extra.get("send_seconds") for w in size for s in results[("ours", w)]):
+        lines.insert(args.small_tools.index("ours") + 1, ("  ours, in session (PLOT line -> OK, its records)", "ours", True))
+    ours = seconds("ours", "small", False) / n if "ours" in args.small_tools else None
     rows = []
-    for tool in args.tools:
-        t_small = statistics.median(s.seconds for s in results[(tool, "small")])
-        t_big = statistics.median(s.seconds for s in results[(tool, "big")])
-        speed = b_big / t_big
-        data = b_small / speed
-        per_plot[tool] = t_small / n
-        marginal = (t_small - t_big - (n * b_small - b_big) / speed) / (n - 1)
-        rows.append([labels[tool], str(len(results[(tool, "small")])), f"{t_small:.2f}", f"{t_small / n:.3f}",
-                     f"{speed / 1e6:.0f}", f"{data:.3f}", f"{t_small / n - data:.3f}", f"{marginal:.3f}", ""])
-    for row, tool in zip(rows, args.tools, strict=True):
-        if "ours" in per_plot:
-            row[-1] = f"{per_plot[tool] / per_plot['ours']:.2f}"
-    print_markdown_table(header, rows, ["<", ">", ">", ">", ">", ">", ">", ">", ">"])
-    print("\nevery run, seconds (small batch | big file):")
-    for tool in args.tools:
-        print(f"  {tool:6} " + " ".join(f"{s.seconds:6.2f}" for s in results[(tool, "small")]) + "  | "
-              + " ".join(f"{s.seconds:6.2f}" for s in results[(tool, "big")]))
+    for label, tool, in_session in lines:
+        per_plot = seconds(tool, "small", in_session) / n
+        speed = size["big"] / seconds(tool, "big", in_session)
+        per_tiny = seconds(tool, "tiny", in_session) / n
+        data = size["small"] / speed
+        rows.append((label, str(len(results[(tool, "small")])), f"{per_plot * n:.2f}", f"{per_plot:.3f}",
+                     f"{speed / 1e6:.0f}", f"{data:.3f}", f"{per_plot - data:.3f}", f"{per_tiny:.3f}",
+                     f"{per_tiny - size['tiny'] / speed:.3f}",
+                     f"{per_plot / ours:.2f}" if ours and not in_session else ""))
+    print_markdown_table(header, rows, ["<", *[">"] * 9])
+    print(f"\nevery run, seconds ({n} k{args.small_k} | {n} k{args.tiny_k} | one k{args.big_k}):")
+    for _label, tool, in_session in lines:
+        print(f"  {'ours in session' if in_session else tool:15} " + "  | ".join(
+            " ".join(f"{s.extra['send_seconds'] if in_session else s.seconds:6.2f}" for s in results[(tool, w)])
+            for w in ("small", "tiny", "big")))
+
+
+SMALL_LABELS = {"nc": "nc, file after file", "rsync": "one rsync -e ssh of the directory",
+                "ours": "ours: one plot_manager.py cron pass"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,7 +494,7 @@ def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
         print_drive_table(args, drive_results)
     if small_results:
         print(f"\n## Small plots: {args.small_plots} x k{args.small_k} one at a time to tmpfs, link uncapped; big file "
-              f"k{args.big_k}; medians of {args.rounds}\n")
+              f"k{args.big_k}; medians of {args.small_rounds}\n")
         print_small_table(args, small_results)
     print(f"\nwhole benchmark: {time.perf_counter() - started:.0f} s")
     return 0

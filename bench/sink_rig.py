@@ -16,6 +16,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -239,6 +240,27 @@ class Rig:
         self._check_all_landed("nc file after file", files, landed)
         return Sample(seconds, sum(landed.values()), result)
 
+    # -- the drives alone --------------------------------------------------------------------
+
+    def run_local_copies(self, files: Sequence[Sequence[Path]], dests: Sequence[Path],
+                         drives: dict[str, Path]) -> Sample:
+        """One ``cp`` per drive from the warm sources, no network, then syncfs: what the drives take."""
+        watch = self.watch(drives).start()  # sees nothing in the namespace: kept for the same columns
+        t0 = time.perf_counter()
+        procs = [self.popen(["cp", *map(str, chunk), f"{dest}/"], stdin=subprocess.DEVNULL)
+                 for chunk, dest in zip(files, dests, strict=True)]
+        codes = [p.wait() for p in procs]
+        t_exit = time.perf_counter() - t0
+        syncfs_all(dests)
+        seconds = time.perf_counter() - t0
+        result = watch.stop()
+        if any(codes):
+            raise CheckFailed(f"cp: exit codes {codes}")
+        names = {p.name for chunk in files for p in chunk}
+        landed = landed_bytes(dests, names)
+        self._check_all_landed("cp", [p for chunk in files for p in chunk], landed)
+        return Sample(seconds, sum(landed.values()), result, {"to_exit": t_exit})
+
     # -- rsync over SSH ----------------------------------------------------------------------
 
     def run_rsyncs(self, files: Sequence[Sequence[Path]], dests: Sequence[Path],
@@ -284,6 +306,7 @@ class Rig:
                 os.link(plot.path, link)
         argv = [PYTHON, str(self.product / "plot_manager.py"), "--config", str(harvester.plotter_config)]
         watch = self.watch(drives).start()
+        wall0 = time.time()
         t0 = time.perf_counter()
         proc = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
         out, err = proc.communicate(timeout=1800)
@@ -302,13 +325,27 @@ class Rig:
         if set(kept) & set(landed):
             raise CheckFailed(f"plot_manager.py kept sources of plots that landed: {sorted(set(kept) & set(landed))}")
         note = f"{len(landed)} of {len(plots)} plots sent" if len(landed) != len(plots) else ""
-        return Sample(seconds, sum(landed.values()), result, note=note)
+        return Sample(seconds, sum(landed.values()), result, {"send_seconds": sent_seconds(harvester, wall0)},
+                      note=note)
 
     @staticmethod
     def _check_all_landed(tool: str, files: Sequence[Path], landed: dict[str, int]) -> None:
         wrong = [p.name for p in files if landed.get(p.name) != p.stat().st_size]
         if wrong:
             raise CheckFailed(f"{tool}: {len(wrong)} files missing or of the wrong size, e.g. {wrong[0]}")
+
+
+def sent_seconds(harvester: Harvester, since: float) -> float:
+    """The plotter's own record: seconds of every plot it sent OK since ``since`` (wall clock), summed.
+
+    Per plot, from the receiver's start (or the session's PLOT line) to OK: the run's one-off
+    start (Python, config, export, SSH connect) is not in it.
+    """
+    db = harvester.plotter_root / "state" / "state.sqlite3"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        row = conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM transfers WHERE ok AND started_at >= ?",
+                           (since - 1,)).fetchone()
+    return float(row[0])
 
 
 def product_has_setting(product: Path, section: str, key: str) -> bool:
