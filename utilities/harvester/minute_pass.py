@@ -283,6 +283,12 @@ def run_harvester_pass(
     outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
     _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
     _update_local_drive(settings, db, scan, outcome)
+    # The drive temperatures of the last SMART read (every temperature_check_minutes), so farm
+    # views (the dashboard) show a remote harvester's temperatures; the export is written before
+    # the alerts so a slow notifier never delays what plotters read.
+    scan.snapshot = dataclasses.replace(
+        scan.snapshot, extra={**scan.snapshot.extra, "temperatures": db.get(TEMPERATURES_KEY, {})}
+    )
     outcome.snapshot = scan.snapshot
     write_export(scan.snapshot, settings.export_path)
     temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)

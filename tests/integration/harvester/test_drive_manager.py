@@ -367,6 +367,9 @@ def test_check_temps_marks_hot_drive_and_never_wakes_standby(farm, mail, monkeyp
     harvester.run()
     temperature_mails = [m for m in mail.received if "°C" in m.message["Subject"]]
     assert len(temperature_mails) == 1
+    # The export carries the last temperatures read, so a farm view shows a remote drive's too.
+    exported = json.loads(harvester.export_file.read_text())["extra"]["temperatures"]
+    assert exported["drive0"] == 41 and exported["drive1"] == 57 and exported["drive2"] is None
     assert "/dev/sdc" not in temperature_mails[0].message["Subject"]
     assert str(drives.drives[1].mountpoint) in temperature_mails[0].message.get_body(("plain",)).get_content()
     assert fake.wake_log.exists() is False or fake.wake_log.read_text() == ""
