@@ -21,8 +21,10 @@ receive_plot.py must start fast.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
+import fcntl
 import os
 import stat
 from collections.abc import Callable, Mapping
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from utilities.transfer import part_files
 from utilities.transfer.integrity import hash_fd
+from utilities.transfer.journal import Journal, read_journal, remove_journal
 from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck, part_name
 
 
@@ -101,6 +104,8 @@ class Landing:
         self.part_fd: int | None = None
         self.part_inode: int | None = None
         self.committed = False
+        # A resumable receive that holds durable chunks keeps its part (and journal) on failure.
+        self.keep_part = False
 
     def failure(self, problem: Problem, exc: OSError | None = None, **fields: object) -> BaseException:
         """The writer's exception for ``problem`` (``exc``: the OS error behind it)."""
@@ -178,10 +183,48 @@ class Landing:
         except OSError as exc:
             raise self.failure(Problem.LIST_DIR, exc) from None
         for entry in entries:
-            check = part_files.remove_if_stale(self.dir_fd, entry)
+            # Our own name's part waits for no other resume: this landing starts it afresh.
+            keep = 0.0 if entry == self.part else part_files.DEFAULT_KEEP_SECONDS
+            check = part_files.remove_if_stale(self.dir_fd, entry, keep)
             self.on_stale(entry, check)
             if not check.gone and entry == self.part:
                 raise self.failure(Problem.PART_BUSY)
+
+    def resume_existing(self, source: str, chunk: int) -> Journal | None:
+        """Take over this plot's kept part, in the directory's turn: its journal when the part is
+        nobody's, whole, and of this very plot (name, size, source, chunk size); else None and
+        nothing is taken (``reserve`` then removes the part and starts afresh).  PART_BUSY when a
+        living writer holds it."""
+        assert self.dir_fd is not None
+        with part_files.directory_turn(self.dir_fd):
+            try:
+                fd = os.open(self.part, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise self.failure(Problem.CREATE_FAILED, exc) from None
+            try:
+                held = os.fstat(fd)
+                if not stat.S_ISREG(held.st_mode):
+                    raise self.failure(Problem.PART_BUSY)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise self.failure(Problem.PART_BUSY) from None
+                journal, _age = read_journal(self.dir_fd, self.part)
+                current = os.stat(self.part, dir_fd=self.dir_fd, follow_symlinks=False)
+                if (
+                    journal is None or not journal.matches(self.name, self.size, source) or journal.chunk != chunk
+                    or held.st_size != self.size or current.st_ino != held.st_ino
+                ):  # fmt: skip
+                    os.close(fd)
+                    return None
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+                raise
+            self.part_fd, self.part_inode = fd, held.st_ino
+            return journal
 
     def _check_space(self) -> None:
         assert self.dir_fd is not None
@@ -256,6 +299,7 @@ class Landing:
         except OSError as exc:
             raise self.failure(Problem.RENAME, exc) from None
         self.committed = True
+        remove_journal(self.dir_fd, self.part)
         if linked:
             try:
                 os.unlink(self.part, dir_fd=self.dir_fd)
@@ -268,9 +312,10 @@ class Landing:
 
     def close(self) -> None:
         """Remove our part file unless it became the plot; close what is still open here."""
-        if self.part_inode is not None and not self.committed and self.dir_fd is not None:
+        if self.part_inode is not None and not self.committed and self.dir_fd is not None and not self.keep_part:
             try:
                 part_files.remove_own_part(self.dir_fd, self.part, self.part_inode)
+                remove_journal(self.dir_fd, self.part)
             except OSError as exc:
                 self.note(f"cannot remove {self.part}: {exc.strerror}")
         if self.part_fd is not None:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from utilities.errors import PlotFileError
 from utilities.plots import validate_plot_name
+from utilities.transfer.journal import DEFAULT_KEEP_SECONDS, keeps_for_resume, remove_journal
 
 PART_PREFIX = "."
 PART_SUFFIX = ".part"
@@ -131,6 +132,7 @@ class StaleCheck:
     gone: bool
     removed: bool = False
     unreadable: str = ""
+    resumable: bool = False  # nobody holds it, but its journal keeps it for a resume
 
 
 def stale_part_candidates(dir_fd: int) -> list[str]:
@@ -138,20 +140,24 @@ def stale_part_candidates(dir_fd: int) -> list[str]:
     return [entry.name for entry in os.scandir(dir_fd) if is_part_name(entry.name)]
 
 
-def remove_if_stale(dir_fd: int, entry: str) -> StaleCheck:
+def remove_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_SECONDS) -> StaleCheck:
     """Remove part file ``entry`` unless a living writer holds its flock.
 
     Each preallocated part left by a dead writer is a wasted plot slot. Kept: a part held by a
     living receiver or local move, anything that is not a regular file, and a part replaced
     by someone else's fresh one between our open and our check.
     """
-    return reclaim_if_stale(dir_fd, entry)[0]
+    return reclaim_if_stale(dir_fd, entry, keep_seconds)[0]
 
 
-def reclaim_if_stale(dir_fd: int, entry: str) -> tuple[StaleCheck, int]:
+def reclaim_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_SECONDS) -> tuple[StaleCheck, int]:
     """``remove_if_stale``, and the bytes the removed part held on disk (0 unless removed):
     what the harvester reports as freed. Its allocation, not its length, because that is what
-    the drive gets back (a preallocated part is all allocated; a sparse one is not)."""
+    the drive gets back (a preallocated part is all allocated; a sparse one is not).
+
+    A part waiting for a resume (``journal.keeps_for_resume``: a whole journal younger than
+    ``keep_seconds``) is kept; once expired, or with a missing or torn journal, it goes with its
+    journal."""
     try:
         fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -172,8 +178,11 @@ def reclaim_if_stale(dir_fd: int, entry: str) -> tuple[StaleCheck, int]:
             return StaleCheck(gone=True), 0
         if current.st_ino != held.st_ino:
             return StaleCheck(gone=False), 0  # replaced meanwhile by someone else's fresh part
+        if keeps_for_resume(dir_fd, entry, held.st_size, keep_seconds):
+            return StaleCheck(gone=False, resumable=True), 0
         allocated = os.fstat(fd).st_blocks * 512
         os.unlink(entry, dir_fd=dir_fd)
+        remove_journal(dir_fd, entry)
         return StaleCheck(gone=True, removed=True), allocated
     finally:
         os.close(fd)

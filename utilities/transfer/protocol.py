@@ -24,6 +24,20 @@ renamed on its own; the fixed cost per plot falls to a round trip and a TCP conn
     plotter:        PLOT <next name> <size>  ...  or EOF (closes stdin): the receiver exits 0
     after any ERROR the session is over (the receiver exits with that kind's status).
 
+A resumable plot (protocol 3, issue 13: a dropped transfer goes on where it stopped) names the
+source's identity as a fourth word; a receiver that journals answers RESUME instead of READY::
+
+    plotter:        PLOT <name> <size> <source>
+    receiver:       RESUME <port> <chunk> <count>       then <count> lines CHUNK <hex>: the
+                                                        chunks its kept part holds (0 for none)
+    plotter:        FROM <n>                            n <= count: its source's chunks 0..n-1
+                                                        hash the same; streams bytes n*chunk..
+    plotter:        VERIFY <size> <hex>                 hex = journal.chunked_digest of every
+    receiver:       OK <hex>                            chunk of the whole file
+
+A receiver without resume may still answer READY (the whole plot, the plain digest).  A dropped
+resumable stream leaves the part and its journal (``journal.py``) for the next attempt.
+
 With a receive set (``--drives``, written into the script by drive_manager.py) each receiver
 claims one drive for its whole session (``claims.py``); when every drive of the set is claimed
 it answers ``ERROR busy`` and the plotter sends that plot elsewhere or later, not as a failure.
@@ -53,7 +67,10 @@ PRESENT = "PRESENT"  # the final name already holds a file of this size: prove i
 OK = "OK"
 ERROR = "ERROR"
 VERIFY = "VERIFY"
-PLOT = "PLOT"  # session mode: the next plot of the session, "PLOT <name> <size>"
+PLOT = "PLOT"  # session mode: the next plot of the session, "PLOT <name> <size> [<source>]"
+RESUME = "RESUME"  # to a resumable PLOT: "RESUME <port> <chunk> <count>", then count CHUNK lines
+CHUNK = "CHUNK"  # "CHUNK <xxh3_128 hex>": a chunk the kept part durably holds, in order
+FROM = "FROM"  # the plotter's answer to RESUME: "FROM <n>", the first chunk it will stream
 SESSION_OPTION = "--session"
 
 MIN_PORT = 1024
@@ -100,6 +117,7 @@ ERROR_KINDS = tuple(RECEIVER_EXIT_CODES)
 
 _HEX128_RE = re.compile(r"[0-9a-f]{32}")
 _DIGITS_RE = re.compile(r"[0-9]{1,20}")
+_SOURCE_RE = re.compile(r"[0-9a-z-]{1,64}")
 _SHOWN = 200  # longest stretch of a foreign line quoted back in a reason
 
 
@@ -148,12 +166,45 @@ def format_verify(size: int, hexdigest: str) -> str:
     return f"{VERIFY} {size} {hexdigest}"
 
 
-def format_plot(name: str, size: int) -> str:
-    """``PLOT <name> <size>``: the next plot of a session (the name is validated first)."""
+def format_plot(name: str, size: int, source: str | None = None) -> str:
+    """``PLOT <name> <size> [<source>]``: the next plot of a session (the name is validated
+    first); with ``source`` (journal.valid_source) the plot is resumable."""
     validate_plot_name(name)
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
         raise ValueError(f"size must be a positive number of bytes, got {size!r}")
-    return f"{PLOT} {name} {size}"
+    if source is None:
+        return f"{PLOT} {name} {size}"
+    if not _SOURCE_RE.fullmatch(source):
+        raise ValueError(f"bad source identity {source!r}")
+    return f"{PLOT} {name} {size} {source}"
+
+
+def format_resume(port: int, chunk: int, count: int) -> str:
+    return f"{RESUME} {port} {chunk} {count}"
+
+
+def format_chunk(hexdigest: str) -> str:
+    return f"{CHUNK} {hexdigest}"
+
+
+def format_from(index: int) -> str:
+    return f"{FROM} {index}"
+
+
+def parse_chunk_line(line: str | bytes) -> str | None:
+    """``CHUNK <hex>`` -> the hex; else None (pure)."""
+    parts = as_text(line).rstrip("\r\n").split(" ")
+    if len(parts) != 2 or parts[0] != CHUNK or not _HEX128_RE.fullmatch(parts[1]):
+        return None
+    return parts[1]
+
+
+def parse_from_line(line: str | bytes, count: int) -> int | None:
+    """``FROM <n>`` with 0 <= n <= count -> n; else None (pure)."""
+    parts = as_text(line).rstrip("\r\n").split(" ")
+    if len(parts) != 2 or parts[0] != FROM:
+        return None
+    return parse_int_field(parts[1], 0, count)
 
 
 # -- reading lines ------------------------------------------------------------------------------
@@ -193,17 +244,26 @@ def parse_verify_line(line: str | bytes) -> tuple[int, str] | None:
 
 def parse_plot_line(line: str | bytes) -> tuple[str, int] | None:
     """``PLOT <name> <size>`` -> (name, size) with a valid plot name; anything else -> None."""
+    request = parse_plot_request(line)
+    return request[:2] if request is not None and request[2] is None else None
+
+
+def parse_plot_request(line: str | bytes) -> tuple[str, int, str | None] | None:
+    """``PLOT <name> <size> [<source>]`` -> (name, size, source or None); else None (pure)."""
     parts = as_text(line).rstrip("\r\n").split(" ")
-    if len(parts) != 3 or parts[0] != PLOT:
+    if len(parts) not in (3, 4) or parts[0] != PLOT:
         return None
     size = parse_int_field(parts[2], 1, 2**63 - 1)
     if size is None:
+        return None
+    source = parts[3] if len(parts) == 4 else None
+    if source is not None and not _SOURCE_RE.fullmatch(source):
         return None
     try:
         validate_plot_name(parts[1])
     except PlotManagerError:
         return None
-    return parts[1], size
+    return parts[1], size, source
 
 
 @dataclass(frozen=True)
@@ -217,6 +277,8 @@ class ReceiverReply:
     reason: str = ""
     detail: str = ""
     size: int | None = None  # with PRESENT: the size of the file already there
+    chunk: int | None = None  # with RESUME: the chunk size, and ``count`` chunks held
+    count: int | None = None
 
     @property
     def is_error(self) -> bool:
@@ -244,6 +306,15 @@ def parse_receiver_line(line: str | bytes) -> ReceiverReply:
     if word == READY:
         port = parse_int_field(rest, MIN_PORT, MAX_PORT)
         return ReceiverReply(READY, port=port) if port is not None else protocol_error(text)
+    if word == RESUME:
+        fields = rest.split(" ")
+        if len(fields) == 3:
+            port = parse_int_field(fields[0], MIN_PORT, MAX_PORT)
+            chunk = parse_int_field(fields[1], 1, 2**63 - 1)
+            count = parse_int_field(fields[2], 0, 2**63 - 1)
+            if port is not None and chunk is not None and count is not None:
+                return ReceiverReply(RESUME, port=port, chunk=chunk, count=count)
+        return protocol_error(text)
     if word == PRESENT:
         size = parse_int_field(rest, 0, 2**63 - 1)
         return ReceiverReply(PRESENT, port=None, size=size) if size is not None else protocol_error(text)

@@ -85,11 +85,11 @@ def parse_drives(text: str) -> tuple[SetDrive, ...]:
     return tuple(drives)
 
 
-def walk_order(drives: Sequence[SetDrive], held: str | None) -> list[SetDrive]:
-    """The drives to try for the next plot (pure): the one the session holds first, then the
-    rest of the set in its order."""
-    first = [d for d in drives if d.name == held]
-    return first + [d for d in drives if d.name != held]
+def walk_order(drives: Sequence[SetDrive], held: str | None, prefer: str | None = None) -> list[SetDrive]:
+    """The drives to try for the next plot (pure): ``prefer`` (the drive holding the plot's
+    kept part, to resume it) first, then the one the session holds, then the rest in order."""
+    first = [d for d in drives if d.name == prefer] + [d for d in drives if d.name == held and d.name != prefer]
+    return first + [d for d in drives if d not in first]
 
 
 def no_drive_failure(busy: Sequence[str], refusals: Sequence[tuple[str, ReceiveFailure]]) -> ReceiveFailure:
@@ -146,12 +146,12 @@ class Placement:
             return drive
         return None
 
-    def place(self, land: Callable[[SetDrive], Landed]) -> Placed[Landed]:
+    def place(self, land: Callable[[SetDrive], Landed], prefer: str | None = None) -> Placed[Landed]:
         """Claim a drive and ``land`` on it (which reserves the space, or raises ReceiveFailure),
         walking the set as the module notes say; the failure of ``no_drive_failure`` if none."""
         busy: list[str] = []
         refusals: list[tuple[str, ReceiveFailure]] = []
-        for drive in walk_order(self.drives, self.claim.drive if self.claim else None):
+        for drive in walk_order(self.drives, self.claim.drive if self.claim else None, prefer):
             if self.claims_dir is not None and (self.claim is None or self.claim.drive != drive.name):
                 self.release()
                 self.claim = self._try_claim(drive)

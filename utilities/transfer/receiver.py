@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -53,9 +54,10 @@ from pathlib import Path
 
 from utilities.errors import PlotFileError
 from utilities.plots import validate_plot_name
+from utilities.transfer import journal as journal_module
 from utilities.transfer.intake import Intake, allowed_peers, note, reply
 from utilities.transfer.landing import FinalName, Landing, Problem, Wording
-from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck
+from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck, part_name
 from utilities.transfer.protocol import (
     ERR_ABORTED,
     ERR_BAD_DEST,
@@ -69,11 +71,14 @@ from utilities.transfer.protocol import (
     PLOT,
     RECEIVER_EXIT_CODES,
     ReceiveFailure,
+    format_chunk,
     format_error,
     format_ok,
     format_present,
     format_ready,
-    parse_plot_line,
+    format_resume,
+    parse_from_line,
+    parse_plot_request,
     shown,
 )
 from utilities.transfer.receive_set import Placement, SetDrive
@@ -124,6 +129,8 @@ class Options:
     plot: tuple[str, int] | None = None
     claims_dir: str | None = None
     per_drive: int = 1
+    resume: bool = True  # journal resumable plots (PLOT with a source) and resume their parts
+    resume_chunk: int = journal_module.DEFAULT_CHUNK
 
 
 class Aborted(BaseException):
@@ -172,27 +179,37 @@ class Receiver:
             reply(format_ok(self.receive(*plot)))
         return None
 
-    def next_plot(self) -> tuple[str, int] | None:
-        """The next PLOT line's (name, size); None when the plotter ends the session."""
+    def next_plot(self) -> tuple[str, int, str | None] | None:
+        """The next PLOT line's (name, size, source or None); None when the plotter ends the session."""
         line = self.intake.next_line()
         if line is None:
             return None
-        parsed = parse_plot_line(line)
+        parsed = parse_plot_request(line)
         if parsed is not None:
             return parsed
         words = line.split(" ")
-        if len(words) == 3 and words[0] == PLOT:
+        if len(words) in (3, 4) and words[0] == PLOT:
             try:
                 validate_plot_name(words[1])
             except PlotFileError as exc:
                 raise ReceiveFailure(ERR_BAD_NAME, str(exc)) from None
-        raise ReceiveFailure(ERR_PROTOCOL, f"expected PLOT <name> <size>, got {shown(line)!r}")
+        raise ReceiveFailure(ERR_PROTOCOL, f"expected PLOT <name> <size> [<source>], got {shown(line)!r}")
 
-    def receive(self, name: str, size: int) -> str:
+    def receive(self, name: str, size: int, source: str | None = None) -> str:
         """One plot, up to its commit (or the proof that it is already here): its hex digest."""
         try:
             existing = self.placement.find_existing(name)
             present = self.land(existing, name, size, reserve=False) if existing is not None else None
+            if present is None and source is not None and self.options.resume:
+                holder = self.placement.find_existing(journal_module.journal_name(part_name(name)))
+                placed = self.placement.place(
+                    lambda drive: self.land_resumable(drive, name, size, source),
+                    prefer=holder.name if holder is not None else None,
+                ).landed
+                if placed is True:
+                    return self.confirm_present(size)
+                assert isinstance(placed, journal_module.Journal)
+                return self.stream_resumable(placed)
             if present is None:  # nowhere in the set (or gone again since it was seen)
                 present = self.placement.place(lambda drive: self.land(drive, name, size)).landed
             if present:
@@ -227,6 +244,119 @@ class Receiver:
             self.landing = None
             raise
         return False
+
+    def land_resumable(
+        self, drive: SetDrive, name: str, size: int, source: str
+    ) -> bool | journal_module.Journal:
+        """A resumable plot's landing on ``drive``: True when its final name holds a file of its
+        size (proven by hash), else the journal of what its part holds: the kept part of this
+        very plot if there is one, else a new reserved part holding nothing yet."""
+        chunk = self.options.resume_chunk
+        self.landing = landing = Landing(
+            drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
+        )  # fmt: skip
+        try:
+            landing.open()
+            if landing.final_name() is FinalName.SAME_SIZE:
+                return True
+            kept = landing.resume_existing(source, chunk)
+            if kept is not None:
+                return kept
+            if not landing.reserve((lambda: self.make_room(drive, name, size)) if drive.replace else None):
+                note(f"no fallocate in {drive.dir}; relying on the free-space check")
+        except BaseException:
+            landing.close()
+            self.landing = None
+            raise
+        return journal_module.Journal(name, size, source, chunk)
+
+    def stream_resumable(self, journal: journal_module.Journal) -> str:
+        """RESUME with the chunks the part holds (each re-read from the drive and checked against
+        the journal), FROM, the rest of the stream journaled chunk by chunk, VERIFY over every
+        chunk, the commit: the digest (``journal.chunked_digest``)."""
+        landing = self.landing
+        assert landing is not None and landing.part_fd is not None and landing.dir_fd is not None
+        name, size, chunk = journal.name, journal.size, journal.chunk
+        fd, part = landing.part_fd, landing.part
+        if journal.chunks:
+            try:
+                held = journal_module.hash_chunks(fd, chunk, len(journal.chunks), journal.chunks)
+            except OSError as exc:
+                raise landing.failure(Problem.CHECK_PART, exc) from None
+            if len(held) < len(journal.chunks):
+                note(f"{part}: chunk {len(held)} differs from its journal on the drive; resuming from it")
+            journal.chunks = held
+        landing.keep_part = bool(journal.chunks)
+        started_at = time.time()
+        self.placement.record(name, size, journal.held, started_at, force=True)
+        if self.intake.listener is None:
+            self.intake.listen()
+        try:
+            reply(format_resume(self.options.port, chunk, len(journal.chunks)))
+            for hexdigest in journal.chunks:
+                reply(format_chunk(hexdigest))
+        except OSError:
+            raise ReceiveFailure(ERR_ABORTED, "control channel closed before RESUME") from None
+        line = self.intake.next_line()
+        if line is None:
+            raise ReceiveFailure(ERR_ABORTED, "no FROM line after RESUME (plotter gone or silent)")
+        start = parse_from_line(line, len(journal.chunks))
+        if start is None:
+            raise ReceiveFailure(ERR_PROTOCOL, f"expected FROM <0..{len(journal.chunks)}>, got {shown(line)!r}")
+        if start < len(journal.chunks):
+            journal.chunks = journal.chunks[:start]
+            self._write_journal(journal)
+            landing.keep_part = bool(journal.chunks)
+        offset = start * chunk
+        if offset:
+            note(f"resuming {name} at byte {offset} of {size} (chunk {start})")
+        self.intake.accept(keep_listening=self.session)
+
+        def failed(exc: OSError, at: int) -> BaseException:
+            problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
+            return landing.failure(problem, exc, offset=at)
+
+        def progress(received: int, first: bool) -> None:
+            self.placement.record(name, size, received, started_at, force=first)
+
+        os.lseek(fd, offset, os.SEEK_SET)
+        writer = StreamWriter(fd, _sync_file_range(), failed, progress)
+        writer.window_start, writer.window_end = offset, offset + writer.window
+        hasher = journal_module.ChunkHasher(chunk, size, offset)
+
+        def write(data: memoryview, got: int) -> None:
+            writer.write(data, offset + got)
+            for _index, hexdigest in hasher.update(data):
+                try:
+                    os.fdatasync(fd)  # the chunk is on the drive before the journal says so
+                except OSError as exc:
+                    raise landing.failure(Problem.FLUSH, exc) from None
+                journal.chunks.append(hexdigest)
+                self._write_journal(journal)
+                landing.keep_part = True
+
+        self.intake.receive(size - offset, write)
+        sent_size, expected = self.intake.wait_verify(size)
+        hexdigest = journal_module.chunked_digest(journal.chunks)
+        if sent_size != size or expected != hexdigest:
+            raise ReceiveFailure(
+                ERR_MISMATCH, f"received {size} bytes, chunk digest {hexdigest}, plotter sent {sent_size} bytes {expected}"
+            )
+        landing.commit()
+        writer.behind.drop_all()
+        self.placement.idle()
+        return hexdigest
+
+    def _write_journal(self, journal: journal_module.Journal) -> None:
+        landing = self.landing
+        assert landing is not None and landing.dir_fd is not None
+        try:
+            if journal.chunks:
+                journal_module.write_journal(landing.dir_fd, landing.part, journal)
+            else:
+                journal_module.remove_journal(landing.dir_fd, landing.part)
+        except OSError as exc:
+            raise ReceiveFailure(ERR_IO, f"cannot write the journal of {landing.part}: {exc.strerror or exc}") from None
 
     def stream_in(self, name: str, size: int) -> str:
         """READY, the stream into the reserved part file, VERIFY, the commit: the hex digest."""
