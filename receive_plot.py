@@ -4,6 +4,7 @@
     receive_plot.py --config CFG (--dest DIR [--replace-old-plots yes|no]
                                   | --drives JSON --claims DIR [--per-drive K])
                     [--idle-timeout S] [--bind ADDR] [--allow-from ADDR]
+                    [--resume yes|no] [--resume-chunk BYTES]
                     ([--] NAME SIZE PORT | --session PORT)
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  This file only reads
@@ -17,6 +18,10 @@ delete exactly one old OG plot there when the incoming plot does not fit), or ``
 receive set drive_manager.py chose, in order, as a JSON list of
 ``{"name": ..., "dir": ..., "replace": true|false}``: the receiver claims one drive at a time
 in ``--claims DIR`` (at most ``--per-drive K`` receivers per drive, 1..8, default 1).
+
+A session's plot named with its source (``PLOT <name> <size> <source>``) is resumable: a dropped
+stream leaves its part and journal, and the next attempt streams only what is missing
+(``--resume no`` turns that off; ``--resume-chunk``: the journal's chunk, default 1 GiB).
 
 ``--config`` is accepted (the script always passes it) but not read: nothing here needs a
 setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.
@@ -33,6 +38,7 @@ if _REPO not in sys.path:
 
 from utilities.errors import PlotFileError  # noqa: E402
 from utilities.plots import validate_plot_name  # noqa: E402
+from utilities.transfer.journal import DEFAULT_CHUNK  # noqa: E402
 from utilities.transfer.protocol import (  # noqa: E402
     ERR_BAD_NAME,
     ERR_USAGE,
@@ -47,8 +53,9 @@ from utilities.transfer.receiver import DEFAULT_IDLE_TIMEOUT, Options, run_recei
 
 _OPTIONS = (
     "--config", "--dest", "--idle-timeout", "--bind", "--allow-from", "--replace-old-plots",
-    "--drives", "--claims", "--per-drive", SESSION_OPTION,
+    "--drives", "--claims", "--per-drive", "--resume", "--resume-chunk", SESSION_OPTION,
 )  # fmt: skip
+MIN_RESUME_CHUNK = 4096
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -85,7 +92,18 @@ def parse_args(argv: list[str]) -> Options:
             ERR_USAGE, f"--idle-timeout must be 0 < seconds <= 86400, got {values['--idle-timeout']!r}"
         )
     drives, claims, per_drive = _where(values)
-    return Options(drives, port, idle, values.get("--bind"), values.get("--allow-from"), plot, claims, per_drive)
+    resume = values.get("--resume", "yes")
+    if resume not in ("yes", "no"):
+        raise ReceiveFailure(ERR_USAGE, f"--resume must be yes or no, got {resume!r}")
+    chunk = parse_int_field(values.get("--resume-chunk", str(DEFAULT_CHUNK)), MIN_RESUME_CHUNK, 2**40)
+    if chunk is None:
+        raise ReceiveFailure(
+            ERR_USAGE, f"--resume-chunk must be {MIN_RESUME_CHUNK}..{2**40} bytes, got {values['--resume-chunk']!r}"
+        )
+    return Options(
+        drives, port, idle, values.get("--bind"), values.get("--allow-from"), plot, claims, per_drive,
+        resume == "yes", chunk,
+    )  # fmt: skip
 
 
 def _plot_and_port(values: dict[str, str], rest: list[str]) -> tuple[tuple[str, int] | None, int]:

@@ -23,15 +23,19 @@ from typing import Any
 from utilities.errors import PlotManagerError
 from utilities.transfer.channel import ExecFn, ReceiverProcess, ReplyReader
 from utilities.transfer.integrity import DEFAULT_CHUNK, SourceIdentity, hash_file
+from utilities.transfer.journal import ChunkHasher, chunk_count, chunked_digest, hash_chunks
 from utilities.transfer.protocol import (
     ERR_PORT_IN_USE,
     OK,
     PRESENT,
     READY,
+    RESUME,
     ReceiverReply,
     TransferError,
     build_receive_command,
+    format_from,
     format_verify,
+    parse_chunk_line,
     parse_receiver_line,
     pick_port,
     protocol_error,
@@ -60,6 +64,7 @@ class TransferResult:
     receiver_error: str = ""
     receiver_status: int | None = None
     source: SourceIdentity | None = None
+    saved: int = 0  # bytes a resume did not send again (the receiver's kept part held them)
 
     @property
     def mb_per_s(self) -> float:
@@ -83,6 +88,7 @@ class SendOptions:
     chunk: int = DEFAULT_CHUNK
     data_address: Callable[[str, int], tuple[str, int]] | None = None
     nc: str | None = "nc"
+    resume: bool = False  # sessions name the source (PLOT ... <source>): a dropped send resumes
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class PlotJob:
     port: int
     started: float
     progress_cb: ProgressCallback | None = None
+    resumable: bool = False  # the PLOT line named the source: RESUME may come instead of READY
 
     def result(self, ok: bool, reason: str = "", **extra: Any) -> TransferResult:
         return TransferResult(
@@ -268,21 +275,30 @@ def exchange_plot(talk: Conversation, job: PlotJob, options: SendOptions) -> Tra
             receiver_status=status, **extra,
         )  # fmt: skip
 
-    # 1. READY
+    # 1. READY (a receiver resuming re-reads its kept part first: as long as a final fsync)
+    first_wait = max(options.ready_timeout, options.verify_timeout) if job.resumable else options.ready_timeout
     try:
-        line = talk.reader.next_line(options.ready_timeout)
+        line = talk.reader.next_line(first_wait)
     except TimeoutError:
-        return failed(f"no READY within {options.ready_timeout:.0f} s", None)
+        return failed(f"no READY within {first_wait:.0f} s", None)
     if line is None:
         return failed("receiver ended before READY", None)
     reply = parse_receiver_line(line)
     present = reply.kind == PRESENT and reply.size == source.size
-    if not present and (reply.kind != READY or reply.port != job.port):
+    saved = 0
+    if job.resumable and reply.kind == RESUME and reply.port == job.port:
+        resumed = _resume(talk, job, options, reply)
+        if isinstance(resumed, str):
+            return failed(resumed, None)
+        streamed, saved = resumed
+    elif not present and (reply.kind != READY or reply.port != job.port):
         what = "receiver refused" if reply.is_error else f"expected READY {job.port}"
         return failed(what, reply if reply.is_error else protocol_error(line))
 
     # 2. the stream, or (the plot is already there: an earlier OK was lost) only our hash
-    if present:
+    if reply.kind == RESUME:
+        pass
+    elif present:
         try:
             size, digest = hash_file(job.path, options.chunk)
         except OSError as exc:
@@ -318,7 +334,57 @@ def exchange_plot(talk: Conversation, job: PlotJob, options: SendOptions) -> Tra
     if reply.hexdigest != streamed.hexdigest:
         return failed(f"receiver confirmed a different hash {reply.hexdigest}", None, **extra)
     note = "already on the harvester, identical (an earlier OK was lost)" if present else ""
-    return job.result(True, note, **extra)
+    if saved:
+        note = f"resumed: {saved} bytes kept on the harvester were not sent again"
+    return job.result(True, note, saved=saved, **extra)
+
+
+def _resume(
+    talk: Conversation, job: PlotJob, options: SendOptions, reply: ReceiverReply
+) -> tuple[StreamResult, int] | str:
+    """After ``RESUME <port> <chunk> <count>``: read the receiver's chunk digests, check them
+    against the source chunk by chunk, answer ``FROM <first differing chunk>``, stream the rest.
+    The StreamResult has the whole plot's size and its chunked digest (what VERIFY carries), and
+    the bytes not sent; a string says why it failed."""
+    size = job.source.size
+    chunk, count = reply.chunk or 0, reply.count or 0
+    if count > chunk_count(size, chunk):
+        return f"receiver offers {count} chunks of {chunk} bytes for a {size}-byte plot"
+    held: list[str] = []
+    for _ in range(count):
+        try:
+            line = talk.reader.next_line(options.ready_timeout)
+        except TimeoutError:
+            return f"no CHUNK line within {options.ready_timeout:.0f} s"
+        hexdigest = parse_chunk_line(line) if line is not None else None
+        if hexdigest is None:
+            return f"expected CHUNK <hex>, got {line!r}"
+        held.append(hexdigest)
+    try:
+        fd = os.open(job.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            same = hash_chunks(fd, chunk, count, held)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        return f"cannot read {job.path}: {exc.strerror or exc}"
+    start = len(same) * chunk
+    try:
+        talk.say(format_from(len(same)))
+    except (OSError, ValueError, EOFError) as exc:
+        return f"cannot send FROM: {exc}"
+    hasher = ChunkHasher(chunk, size, start)
+    target = options.data_address(job.host, job.port) if options.data_address else (job.host, job.port)
+    try:
+        streamed = stream_file(
+            job.path, target[0], target[1], job.progress_cb, options.chunk, expected_size=size,
+            idle_timeout=options.idle_timeout, nc=options.nc, start=start, tap=hasher.update,
+        )  # fmt: skip
+    except (TransferError, OSError) as exc:
+        return f"stream failed: {exc}"
+    if hasher.offset != size:
+        return f"sent up to byte {hasher.offset} of {size}"
+    return StreamResult(size, chunked_digest(same + hasher.digests), streamed.seconds), start
 
 
 def delete_source_after_ok(path: str | Path, result: TransferResult) -> None:

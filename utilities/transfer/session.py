@@ -24,6 +24,7 @@ from typing import Protocol
 from utilities.errors import PlotManagerError
 from utilities.transfer.channel import ExecFn
 from utilities.transfer.integrity import SourceIdentity
+from utilities.transfer.journal import source_token
 from utilities.transfer.protocol import ERR_PORT_IN_USE, build_session_command, format_plot, pick_port, validate_port
 from utilities.transfer.sender import (
     CANNOT_START,
@@ -98,7 +99,8 @@ class ReceiverSession:
         started = time.monotonic()
         try:
             source = SourceIdentity.of(path)
-            plot_line = format_plot(name, source.size)
+            token = source_token(source.size, source.mtime_ns, source.inode, source.device)
+            plot_line = format_plot(name, source.size, token if self.options.resume else None)
             check_host(self.host)
         except (PlotManagerError, ValueError, OSError) as exc:
             return refused(name, started, f"refused before starting: {exc}")
@@ -133,7 +135,7 @@ class ReceiverSession:
                 return refused(name, started, f"no free port in {self.port}..{self.port + self.port_count - 1}",
                                source)
             tried.add(current)
-            job = PlotJob(path, name, source, self.host, current, started, progress_cb)
+            job = PlotJob(path, name, source, self.host, current, started, progress_cb, self.options.resume)
             try:
                 talk = Conversation.start(self.exec_fn, build_session_command(self.script_path, current, source_address))
             except Exception as exc:  # noqa: BLE001 - any failure to start is a failed transfer
@@ -148,7 +150,7 @@ class ReceiverSession:
         started: float, progress_cb: ProgressCallback | None,
     ) -> TransferResult:  # fmt: skip
         """``PLOT`` on ``talk``, then the plot's exchange; the session stays open only after OK."""
-        job = PlotJob(path, name, source, self.host, port, started, progress_cb)
+        job = PlotJob(path, name, source, self.host, port, started, progress_cb, self.options.resume)
         # A receiver that is already gone cannot take the line: the exchange collects its reason.
         with contextlib.suppress(OSError, ValueError, EOFError):
             talk.say(plot_line)

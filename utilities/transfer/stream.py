@@ -93,6 +93,8 @@ def stream_file(
     expected_size: int | None = None,
     idle_timeout: float = 120.0,
     nc: str | None = "nc",
+    start: int = 0,
+    tap: Callable[[memoryview], object] | None = None,
 ) -> StreamResult:
     """Send the file at ``path`` to ``host:port`` and hash it on the way: through ``nc -N``, or
     with ``nc=None`` over a plain TCP socket from this process.
@@ -118,6 +120,9 @@ def stream_file(
     stall, so a dead receiver or link ends the stream instead of hanging.
     ``progress_cb(sent, total)`` is called after every chunk.  Raises TransferError (nc
     failed, file shorter/longer than expected, I/O error).
+
+    A resumed transfer sends only bytes ``start..`` (the digest and ``size`` are of those);
+    ``tap(bytes)`` sees every piece read, in order (the per-chunk digests of a resumable send).
     """
     check_host(host)
     validate_port(port)
@@ -131,15 +136,17 @@ def stream_file(
             raise TransferError(f"{path} is {total} bytes, expected {expected_size}: it changed")
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        if not 0 <= start <= total:
+            raise TransferError(f"cannot resume {path} at byte {start}: it has {total}")
         if nc is None:
-            hexdigest = _stream_socket(fd, host, port, total, progress_cb, chunk, path, idle_timeout)
+            hexdigest = _stream_socket(fd, host, port, total, progress_cb, chunk, path, idle_timeout, start, tap)
         else:
-            hexdigest = _stream_nc(fd, host, port, total, progress_cb, chunk, path, idle_timeout, nc)
+            hexdigest = _stream_nc(fd, host, port, total, progress_cb, chunk, path, idle_timeout, nc, start, tap)
         if os.fstat(fd).st_size != total:
             raise TransferError(f"{path} changed size while it was being sent")
     finally:
         os.close(fd)
-    return StreamResult(total, hexdigest, time.monotonic() - started)
+    return StreamResult(total - start, hexdigest, time.monotonic() - started)
 
 
 def _stream_nc(
@@ -152,6 +159,8 @@ def _stream_nc(
     path: str | Path,
     idle_timeout: float,
     nc: str,
+    start: int = 0,
+    tap: Callable[[memoryview], object] | None = None,
 ) -> str:
     """Send ``total`` bytes of ``fd`` through ``nc -N host port``; returns the hex digest.
 
@@ -164,7 +173,7 @@ def _stream_nc(
         except OSError as exc:
             raise TransferError(f"cannot start {nc}: {exc.strerror or exc}") from exc
         try:
-            hexdigest = _pump(fd, proc, total, progress_cb, chunk, path)
+            hexdigest = _pump(fd, proc, total, progress_cb, chunk, path, start, tap)
             status = proc.wait(timeout=idle_timeout + 10)
         except subprocess.TimeoutExpired:
             raise TransferError(f"nc to {host}:{port} did not finish within {idle_timeout:.0f} s") from None
@@ -193,15 +202,17 @@ def _pump(
     progress_cb: ProgressCallback | None,
     chunk: int,
     path: str | Path,
+    start: int = 0,
+    tap: Callable[[memoryview], object] | None = None,
 ) -> str:
-    """Read, hash and hand ``total`` bytes of ``fd`` to nc's stdin; returns the hex digest."""
+    """Read, hash and hand bytes ``start..total`` of ``fd`` to nc's stdin; returns the hex digest."""
     assert proc.stdin is not None
     pipe = proc.stdin.fileno()
     _set_pipe_size(pipe)
     buffer = bytearray(min(chunk, max(total, 1)))
     view = memoryview(buffer)
     digest = xxhash.xxh3_128()
-    offset = 0
+    offset = start
     can_splice = hasattr(os, "splice")
     try:
         while offset < total:
@@ -210,6 +221,8 @@ def _pump(
             if got == 0:
                 raise TransferError(f"{path} ended at byte {offset} of {total}: it shrank while being sent")
             digest.update(view[:got])
+            if tap is not None:
+                tap(view[:got])
             end = offset + got
             if can_splice:
                 try:
@@ -241,8 +254,10 @@ def _stream_socket(
     chunk: int,
     path: str | Path,
     idle_timeout: float,
+    start: int = 0,
+    tap: Callable[[memoryview], object] | None = None,
 ) -> str:
-    """Read, hash and send ``total`` bytes over one TCP connection; returns the hex digest.
+    """Read, hash and send bytes ``start..total`` over one TCP connection; returns the hex digest.
 
     Ends like ``nc -N``: half-close after the last byte, then wait for the receiver to close,
     so the bytes are known to have left. Every connect, send and wait is bounded by
@@ -251,7 +266,7 @@ def _stream_socket(
     buffer = bytearray(min(chunk, max(total, 1)))
     view = memoryview(buffer)
     digest = xxhash.xxh3_128()
-    offset = 0
+    offset = start
     try:
         with socket.create_connection((host, port), timeout=idle_timeout) as sock:
             while offset < total:
@@ -259,6 +274,8 @@ def _stream_socket(
                 if got == 0:
                     raise TransferError(f"{path} ended at byte {offset} of {total}: it shrank while being sent")
                 digest.update(view[:got])
+                if tap is not None:
+                    tap(view[:got])
                 sock.sendall(view[:got])
                 offset += got
                 if progress_cb is not None:
