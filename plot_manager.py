@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--send", metavar="PLOT", help="send this one plot now (progress bar on a terminal)")
     parser.add_argument("--to", metavar="HARVESTER", help="with --send: this harvester, not the one with the most room")
     parser.add_argument("--dry-run", action="store_true", help="show which plot would go where, send nothing")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="a dropped transfer starts again from byte 0 (as plotter.transfer.resume: false)")
     parser.add_argument("--history", action="store_true", help="transfers of the last 24 hours: count, data, MB/s")
     parser.add_argument("--json", action="store_true", help="with --history or --jobs: JSON")
     jobs = parser.add_argument_group("plot jobs (plotter.jobs)")

@@ -7,7 +7,8 @@ snapshot, so a report can never disagree with what the program did. The export i
 Receive sets (issue 12) added fields without a new schema: ``receive_set`` (the drives plots
 are received onto at once, in order), ``receives_available`` (how many more plots it takes now),
 ``receiving`` (the receives in flight) and ``receive_protocol`` (2: sessions, busy answers and
-drive claims). An export without them is an older harvester's: one receive drive, protocol 1.
+drive claims; 3: resumable transfers, issue 13). An export without them is an older
+harvester's: one receive drive, protocol 1.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ EXPORT_SCHEMA = 1
 TIB = 1024**4
 # What the harvester's receiver speaks: 1 = one plot per receiver process onto one drive (an
 # export without the field); 2 = sessions of several plots, busy answers, a set of drives.
-RECEIVE_PROTOCOL = 2
+RECEIVE_PROTOCOL = 3  # 3: resumable transfers (issue 13)
 
 
 @dataclass(frozen=True)

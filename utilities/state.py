@@ -100,6 +100,7 @@ class TransferRecord:
     seconds: float
     ok: bool
     reason: str | None = None
+    saved: int = 0  # bytes a resume did not send again (issue 13)
 
     @property
     def mb_per_second(self) -> float:
@@ -135,6 +136,10 @@ class StateDB:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     cur.execute(statement)  # executescript would COMMIT our transaction early
+            # Added with resumable transfers; older code names its columns, so it still works.
+            columns = {row[1] for row in cur.execute("PRAGMA table_info(transfers)")}
+            if "saved" not in columns:
+                cur.execute("ALTER TABLE transfers ADD COLUMN saved INTEGER NOT NULL DEFAULT 0")
             cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -255,10 +260,10 @@ class StateDB:
     def record_transfer(self, record: TransferRecord) -> None:
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO transfers(plot, harvester, destination, bytes, started_at, seconds, ok, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transfers(plot, harvester, destination, bytes, started_at, seconds, ok, reason, saved) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.plot, record.harvester, record.destination, record.bytes, record.started_at,
-                 record.seconds, int(record.ok), record.reason),
+                 record.seconds, int(record.ok), record.reason, record.saved),
             )
 
     def failures_since_success(self, plot: str) -> int:
@@ -272,11 +277,11 @@ class StateDB:
 
     def transfers_since(self, since: float) -> list[TransferRecord]:
         rows = self._conn.execute(
-            "SELECT plot, harvester, destination, bytes, started_at, seconds, ok, reason FROM transfers "
+            "SELECT plot, harvester, destination, bytes, started_at, seconds, ok, reason, saved FROM transfers "
             "WHERE started_at >= ? ORDER BY started_at",
             (since,),
         )
-        return [TransferRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
+        return [TransferRecord(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8]) for r in rows]
 
     # -- old plots replaced ---------------------------------------------------------------------
     def record_replaced(self, path: str, reason: str) -> None:

@@ -53,12 +53,12 @@ def test_round_trip_keeps_the_receive_fields() -> None:
     data = _raw(snap)
     assert data["receive_set"] == [{"name": "drive0", "replace": False}, {"name": "drive1", "replace": True},
                                    {"name": "drive2", "replace": False}]
-    assert (data["receives_available"], data["receive_protocol"]) == (2, RECEIVE_PROTOCOL) == (2, 2)
+    assert (data["receives_available"], data["receive_protocol"]) == (2, RECEIVE_PROTOCOL) == (2, 3)
     assert data["receiving"] == [{"drive": "drive2", "plot": "plot-k32-x.plot", "size": 100, "received": 10,
                                   "started_at": 1.0, "updated_at": 2.0, "pid": 42}]
     back = parse_export(json.dumps(data).encode(), "chianas01")
     assert (back.receive_set, back.receives_available, back.receiving, back.receive_protocol) == (
-        snap.receive_set, 2, snap.receiving, 2)
+        snap.receive_set, 2, snap.receiving, 3)
 
 
 def test_an_older_export_parses_as_one_receive_drive_and_protocol_1() -> None:

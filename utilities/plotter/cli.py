@@ -61,6 +61,7 @@ def history(args: argparse.Namespace, db: StateDB) -> int:
         "plots_moved_24h": len(done),
         "failed_attempts_24h": len(records) - len(done),
         "bytes_moved_24h": total_bytes,
+        "bytes_saved_by_resume_24h": sum(r.saved for r in done),
         "average_mb_per_second": round(total_bytes / 1e6 / total_seconds, 1) if total_seconds else None,
         "transfers": [r.__dict__ | {"mb_per_second": round(r.mb_per_second, 1)} for r in records],
     }
@@ -70,10 +71,13 @@ def history(args: argparse.Namespace, db: StateDB) -> int:
     print(f"Plots moved in the last 24 hours:   {summary['plots_moved_24h']}")
     print(f"Failed attempts in the last 24 h:   {summary['failed_attempts_24h']}")
     print(f"Data moved in the last 24 hours:    {total_bytes / 1e9:.1f} GB")
+    print(f"Saved by resumed transfers:         {summary['bytes_saved_by_resume_24h'] / 1e9:.1f} GB")
     print(f"Average speed:                      {summary['average_mb_per_second'] or 'n/a'} MB/s")
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.started_at))
         status = f"{r.mb_per_second:.0f} MB/s" if r.ok else f"FAILED: {r.reason}"
+        if r.ok and r.saved:
+            status += f" (resumed: {r.saved / 1e9:.1f} GB not sent again)"
         print(f"  {when}  {r.plot}  -> {r.harvester}  {status}")
     return 0
 
@@ -96,8 +100,16 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--loop SECONDS must not be negative")
 
 
+def without_resume(settings: Settings) -> Settings:
+    """``--no-resume``: this run's transfers start from byte 0 after a drop (as the config key)."""
+    transfer = settings.plotter.transfer.model_copy(update={"resume": False})
+    return settings.model_copy(update={"plotter": settings.plotter.model_copy(update={"transfer": transfer})})
+
+
 def run_plot_manager(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
     check_flags(args)
+    if getattr(args, "no_resume", False):
+        settings = without_resume(settings)
     if _job_action(args):
         return run_job_action(args, settings)
     with StateDB(settings.database_path) as db:

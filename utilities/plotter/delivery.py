@@ -22,7 +22,7 @@ from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.plot_finder import FinishedPlot
 from utilities.plotter.dispatch import BUSY, verdict
-from utilities.plotter.harvester_choice import speaks_sessions
+from utilities.plotter.harvester_choice import speaks_resume, speaks_sessions
 from utilities.settings.farm import HarvesterTarget
 from utilities.state import StateDB, TransferRecord
 from utilities.transfer.channel import ExecFn
@@ -78,9 +78,11 @@ class PlotSender:
         transfer = self.settings.plotter.transfer
         exec_fn = self.exec_for(target)
         first_port, ports = port_slice(transfer.port_base, transfer.port_count, transfer.max_concurrent_transfers, slot)
-        options = SendOptions(idle_timeout=transfer.idle_timeout_seconds, nc="nc" if transfer.stream_with == "nc" else None)
-        host = target.data_host or target.host
         snapshot = self.snapshots.get(harvester)
+        resume = transfer.resume and snapshot is not None and speaks_resume(snapshot)
+        options = SendOptions(idle_timeout=transfer.idle_timeout_seconds, nc="nc" if transfer.stream_with == "nc" else None,
+                              resume=resume)
+        host = target.data_host or target.host
         if snapshot is not None and speaks_sessions(snapshot):
             return ReceiverSession(exec_fn, target.receive_script, host, first_port, port_count=ports, options=options)
         return SinglePlots(exec_fn, target.receive_script, host, first_port, port_count=ports, options=options)
@@ -130,6 +132,7 @@ class PlotSender:
                     plot=plot.name, harvester=target.name, destination=None,
                     bytes=result.size if result.ok else 0, started_at=started,
                     seconds=result.seconds, ok=result.ok, reason=None if result.ok else result.reason,
+                    saved=result.saved if result.ok else 0,
                 )
             )
             failures = 0 if result.ok else self.db.failures_since_success(plot.name)

@@ -49,6 +49,11 @@ def speaks_sessions(snapshot: HarvesterSnapshot) -> bool:
     return snapshot.receive_protocol >= 2
 
 
+def speaks_resume(snapshot: HarvesterSnapshot) -> bool:
+    """Its receiver journals resumable plots and answers RESUME (receive_protocol 3)."""
+    return snapshot.receive_protocol >= 3
+
+
 def session_capacity(snapshot: HarvesterSnapshot) -> int:
     """Sessions this plotter may open there at once: the receives it can take now
     (``receives_available``, 0 when every drive of its set is claimed), or one when its export

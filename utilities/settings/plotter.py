@@ -35,6 +35,9 @@ class TransferSettings(Section):
     # same raw TCP stream from plot_manager.py itself, which skips a pipe hop (bench/: faster
     # on a busy plotter). The receiver takes either.
     stream_with: Literal["nc", "python"] = "python"
+    # A dropped transfer resumes where it stopped on a harvester that journals (its export says
+    # receive_protocol 3): only the missing chunks are sent again (plot_manager.py --no-resume).
+    resume: bool = True
     # Prefix "portable." to the name of pool plots on the harvester (as the original did).
     portable_prefix: bool = False
     # A harvester export older than this is not trusted (its drive_manager.py cron is not running).

@@ -222,7 +222,7 @@ def test_script_names_the_receive_set_in_policy_order(farm, plot_size) -> None:
     export = harvester.export()
     assert export["receive_set"] == [{"name": n, "replace": False} for n in ("drive0", "drive1", "drive2", "drive10")]
     assert (export["receive_drive"], export["receives_available"], export["receiving"]) == ("drive0", 4, [])
-    assert export["receive_protocol"] == 2
+    assert export["receive_protocol"] == 3
     # A full drive leaves the set; the set's size is the config's.
     drives.fill_for_plots(drives.drives[1], 0, plot_size)
     config = yaml.safe_load(harvester.config_path.read_text())
