@@ -230,14 +230,17 @@ def plotter_metrics(hostname: str, records: Sequence[TransferRecord], now: float
     sent: dict[str, int] = {}
     sent_bytes: dict[str, int] = {}
     failures: dict[str, int] = {}
+    saved_bytes: dict[str, int] = {}
     newest: dict[str, TransferRecord] = {}
     for r in records:
         sent.setdefault(r.harvester, 0)
         sent_bytes.setdefault(r.harvester, 0)
         failures.setdefault(r.harvester, 0)
+        saved_bytes.setdefault(r.harvester, 0)
         if r.ok:
             sent[r.harvester] += 1
             sent_bytes[r.harvester] += r.bytes
+            saved_bytes[r.harvester] += r.saved
             best = newest.get(r.harvester)
             if best is None or (r.started_at, r.seconds) > (best.started_at, best.seconds):
                 newest[r.harvester] = r
@@ -249,6 +252,10 @@ def plotter_metrics(hostname: str, records: Sequence[TransferRecord], now: float
         "chia_pm_bytes_sent_total", "Bytes of plots transferred successfully to the harvester.", "counter"
     )
     failed = MetricFamily("chia_pm_transfer_failures_total", "Plot transfers to the harvester that failed.", "counter")
+    saved = MetricFamily(
+        "chia_pm_bytes_saved_by_resume_total",
+        "Bytes of plots sent successfully that a resumed transfer did not send again.", "counter",
+    )
     speed = MetricFamily(
         "chia_pm_last_transfer_mb_per_second", "Speed (MB/s) of the newest successful transfer.", "gauge"
     )
@@ -260,13 +267,14 @@ def plotter_metrics(hostname: str, records: Sequence[TransferRecord], now: float
         plots_sent.add(sent[target], **labels)
         bytes_sent.add(sent_bytes[target], **labels)
         failed.add(failures[target], **labels)
+        saved.add(saved_bytes[target], **labels)
         if target in newest:
             r = newest[target]
             speed.add(float(r.mb_per_second), **labels)
             last.add(float(r.started_at + r.seconds), **labels)
     stamp = MetricFamily("chia_pm_export_timestamp_seconds", "Unix time the data was collected.", "gauge")
     stamp.add(float(now), plotter=hostname)
-    return render([plots_sent, bytes_sent, failed, speed, last, stamp])
+    return render([plots_sent, bytes_sent, failed, saved, speed, last, stamp])
 
 
 # -- I/O --------------------------------------------------------------------------------------------

@@ -258,7 +258,7 @@ def records() -> list[TransferRecord]:
         TransferRecord("p2.plot", "harv1", "/mnt/d1", 200_000_000, 2000.0, 4.0, True),
         TransferRecord("p3.plot", "harv1", "/mnt/d2", 0, 3000.0, 1.0, False, "disk full"),
         TransferRecord("p4.plot", "harv2", None, 0, 1500.0, 2.0, False, "unreachable"),
-        TransferRecord("p5.plot", "harv0", "/mnt/x", 300_000_000, 500.0, 0.0, True),
+        TransferRecord("p5.plot", "harv0", "/mnt/x", 300_000_000, 500.0, 0.0, True, None, 120_000_000),
     ]
 
 
@@ -279,6 +279,9 @@ def test_plotter_metrics() -> None:
         f"chia_pm_transfer_failures_total{{{h0}}} 0",
         f"chia_pm_transfer_failures_total{{{h1}}} 1",
         f"chia_pm_transfer_failures_total{{{h2}}} 1",
+        f"chia_pm_bytes_saved_by_resume_total{{{h0}}} 120000000",
+        f"chia_pm_bytes_saved_by_resume_total{{{h1}}} 0",
+        f"chia_pm_bytes_saved_by_resume_total{{{h2}}} 0",
         f"chia_pm_last_transfer_mb_per_second{{{h0}}} 0.0",
         f"chia_pm_last_transfer_mb_per_second{{{h1}}} 50.0",
         f"chia_pm_last_transfer_timestamp_seconds{{{h0}}} 500.0",

@@ -11,6 +11,7 @@ HARVESTER_METRICS = (
 )
 PLOTTER_METRICS = (
     "chia_pm_plots_sent_total", "chia_pm_bytes_sent_total", "chia_pm_transfer_failures_total",
+    "chia_pm_bytes_saved_by_resume_total",
     "chia_pm_last_transfer_mb_per_second", "chia_pm_last_transfer_timestamp_seconds",
     "chia_pm_export_timestamp_seconds",
 )
