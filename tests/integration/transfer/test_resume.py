@@ -29,6 +29,8 @@ from tests.support.cut_proxy import CutProxy
 from tests.support.plotmaker import plot_name
 from tests.support.waiting import DEADLINE, wait_until
 from utilities.transfer.channel import LocalExec
+from utilities.transfer.claims import try_claim
+from utilities.transfer.intake import RECV_LOW_WATER
 from utilities.transfer.journal import journal_name, read_journal
 from utilities.transfer.part_files import open_directory, part_name
 from utilities.transfer.protocol import TransferError
@@ -193,12 +195,14 @@ def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> N
     path = farm.plot()
     data = path.read_bytes()
     outcome: list[TransferResult] = []
-    farm.proxy.hold_at = 10 * CHUNK + 99
+    # Past the chunk by the receiver's low-water mark: it reads only whole low-water pieces of a
+    # stream that stalls, so the last few bytes before the hold may wait in its socket.
+    farm.proxy.hold_at = 10 * CHUNK + RECV_LOW_WATER + 99
     attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
     attempt.start()
     try:
         assert farm.proxy.held.wait(DEADLINE)
-        wait_until("ten chunks in the journal", lambda: farm.held_chunks(path) == 10)
+        wait_until("ten chunks in the journal", lambda: farm.held_chunks(path) >= 10)
         receivers = _receivers(farm)
         assert len(receivers) == 1
         os.kill(receivers[0].pid, signal.SIGTERM)
@@ -207,9 +211,10 @@ def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> N
         farm.proxy.release.set()
         attempt.join(DEADLINE)
     assert outcome and not outcome[0].ok and path.exists()
-    assert farm.held_chunks(path) == 10 and farm.part(path).exists()
+    held = farm.held_chunks(path)
+    assert held >= 10 and farm.part(path).exists()
     result, resent = farm.send(path)
-    assert result.ok and resent == SIZE - 10 * CHUNK
+    assert result.ok and resent == SIZE - held * CHUNK
     assert landed(farm, path) == data
 
 
@@ -278,3 +283,44 @@ def test_twenty_random_cuts_and_flips_land_identical_plots_within_the_byte_budge
         assert total <= budget, (seed, total, budget, size)
         delete_source_after_ok(path, result)
         assert not path.exists()
+
+
+def test_the_retry_goes_to_the_drive_that_holds_the_part(farm: Farm) -> None:
+    path = farm.plot()
+    data = path.read_bytes()
+    other = try_claim(farm.root / "claims", "d0")  # another receiver has drive0: the part lands on drive1
+    assert other is not None
+    try:
+        farm.send(path, cut_at=SIZE // 2)
+    finally:
+        other.release()
+    assert farm.part(path, drive=1).exists() and farm.held_chunks(path, drive=1) == (SIZE // 2) // CHUNK
+    result, resent = farm.send(path)  # drive0 is free now and first in the set: drive1 still wins
+    assert result.ok and resent == SIZE - ((SIZE // 2) // CHUNK) * CHUNK
+    assert (farm.drives[1] / path.name).read_bytes() == data and os.listdir(farm.drives[0]) == []
+
+
+def test_a_killed_receivers_part_outlives_other_plots_landing_beside_it(farm: Farm) -> None:
+    path = farm.plot()
+    data = path.read_bytes()
+    outcome: list[TransferResult] = []
+    farm.proxy.hold_at = 6 * CHUNK + RECV_LOW_WATER + 1
+    attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
+    attempt.start()
+    try:
+        assert farm.proxy.held.wait(DEADLINE)
+        wait_until("six chunks in the journal", lambda: farm.held_chunks(path) >= 6)
+        (receiver,) = _receivers(farm)
+        os.kill(receiver.pid, signal.SIGKILL)
+        wait_until("the receiver to die", lambda: not receiver.is_running() or receiver.status() == "zombie")
+    finally:
+        farm.proxy.release.set()
+        attempt.join(DEADLINE)
+    assert outcome and not outcome[0].ok
+    neighbour = farm.plot(3 * CHUNK)
+    assert farm.send(neighbour)[0].ok  # its landing sweeps stale parts of drive0: ours waits for its resume
+    held = farm.held_chunks(path)
+    assert farm.part(path).exists() and held >= 6
+    result, resent = farm.send(path)
+    assert result.ok and resent == SIZE - held * CHUNK
+    assert landed(farm, path) == data
