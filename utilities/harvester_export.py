@@ -71,16 +71,16 @@ class PartsRemoved:
         return {"files": self.files, "bytes": self.bytes}
 
     @classmethod
-    def from_dict(cls, data: Any) -> PartsRemoved:
+    def from_dict(cls, data: Any, key: str = "stale_parts_removed_24h") -> PartsRemoved:
         """Parse the export's figures; absent (an older harvester) is none removed. TypeError
         or ValueError for anything else than two whole numbers."""
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise TypeError("stale_parts_removed_24h is not an object")
+            raise TypeError(f"{key} is not an object")
         files, size = data.get("files"), data.get("bytes")
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (files, size)):
-            raise ValueError("stale_parts_removed_24h needs whole numbers files and bytes")
+            raise ValueError(f"{key} needs whole numbers files and bytes")
         return cls(files, size)
 
 
@@ -180,6 +180,8 @@ class HarvesterSnapshot:
     version: str = __version__
     extra: dict[str, Any] = field(default_factory=dict)
     stale_parts: PartsRemoved = PartsRemoved()  # removed in the last 24 hours (cron passes)
+    # Part files kept for a resume (issue 13) at the last cron pass: files and bytes they hold.
+    resumable_parts: PartsRemoved = PartsRemoved()
     # The drives plots are received onto at once, in order (receive_drive is the first).
     receive_set: tuple[ReceiveSetDrive, ...] = ()
     receives_available: int | None = None  # more plots it takes at once now; None: not known
@@ -279,6 +281,7 @@ class HarvesterSnapshot:
             },
             "drives": [d.__dict__ for d in self.drives],
             "stale_parts_removed_24h": self.stale_parts.to_dict(),
+            "resumable_parts": self.resumable_parts.to_dict(),
             "receive_set": [entry.to_dict() for entry in self.receive_set],
             "receives_available": self.receives_available,
             "receiving": [receive.to_dict() for receive in self.receiving],
@@ -311,6 +314,7 @@ class HarvesterSnapshot:
                 version=str(data.get("version", "unknown")),
                 extra=dict(data.get("extra") or {}),
                 stale_parts=PartsRemoved.from_dict(data.get("stale_parts_removed_24h")),
+                resumable_parts=PartsRemoved.from_dict(data.get("resumable_parts"), "resumable_parts"),
                 receive_set=_parse_receive_set(data.get("receive_set")),
                 receives_available=_parse_count(data.get("receives_available"), "receives_available"),
                 receiving=_parse_receiving(data.get("receiving")),

@@ -29,7 +29,7 @@ from utilities.harvester.drives import (
 )
 from utilities.harvester.receive_set import RECEIVE_KEY, live_receives, update_receive_set, with_receive_set
 from utilities.harvester.smart import SmartInfo, read_many
-from utilities.harvester.stale_parts import RemovedPart, removed_last_day, sweep_stale_parts
+from utilities.harvester.stale_parts import RemovedPart, removed_last_day, resumable_parts, sweep_stale_parts
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
 from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
@@ -119,7 +119,8 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
     if result.dir_mtimes != known_dirs:
         db.set(DIR_MTIMES_KEY, result.dir_mtimes)
     states, removed = (
-        sweep_stale_parts(result.drives, result.dir_mtimes, db, now) if sweep_parts else (result.drives, [])
+        sweep_stale_parts(result.drives, result.dir_mtimes, db, now, settings.harvester.resume_keep_hours * 3600)
+        if sweep_parts else (result.drives, [])
     )
     offline = db.offline_drives()
     plot_size = settings.plot_size_bytes
@@ -141,6 +142,7 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
             **_recorded_local_drive(settings, db),
         },
         stale_parts=removed_last_day(db, now),
+        resumable_parts=resumable_parts(db),
         receiving=live_receives(settings),
     )
     snapshot = with_receive_set(snapshot, db.get(RECEIVE_KEY) or {}, settings.harvester.receives_per_drive)

@@ -118,8 +118,15 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         **local_drive_data(snap),
         "stale_parts_removed_24h": snap.stale_parts.files,
         "stale_part_bytes_freed_24h": snap.stale_parts.bytes,
+        "resumable_parts": snap.resumable_parts.files,
+        "resumable_part_bytes": snap.resumable_parts.bytes,
         "drives": [d.__dict__ for d in snap.drives],
     }
+
+
+def resumable_parts_text(files: int, held: int) -> str:
+    """-pr's "Kept Part Files" value: "0", or "2 (partial, resumable, 150.0 GiB)"."""
+    return f"{files} (partial, resumable, {binary_size(held)})" if files else "0"
 
 
 def stale_parts_text(files: int, freed: int) -> str:
@@ -178,6 +185,7 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
         ]
     rows.append(("Stale Part Files Removed (24 h):",
                  stale_parts_text(data["stale_parts_removed_24h"], data["stale_part_bytes_freed_24h"])))
+    rows.append(("Kept Part Files:", resumable_parts_text(data["resumable_parts"], data["resumable_part_bytes"])))
     lines += [report_line(label, value) for label, value in rows]
     lines += receiving_lines(data["receiving"])
     lines.append("#" * REPORT_WIDTH)

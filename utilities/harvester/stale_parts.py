@@ -36,6 +36,7 @@ from utilities.harvester_export import PartsRemoved
 from utilities.state import StateDB
 from utilities.text import binary_size
 from utilities.transfer import part_files
+from utilities.transfer.journal import read_journal
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ LISTINGS_KEY = "part_file_listings"
 # [{"at", "drive", "path", "bytes"}]: the stale parts removed within WINDOW_SECONDS.
 REMOVED_KEY = "stale_parts_removed"
 WINDOW_SECONDS = 24 * 3600
+# {"files", "bytes"}: the parts kept for a resume (issue 13) at the last sweep, and what they hold.
+RESUMABLE_KEY = "resumable_parts"
 # Removals remembered at most (a runaway cannot grow the state database without bound).
 MAX_REMEMBERED = 1000
 
@@ -152,8 +155,13 @@ def list_parts(directory: str) -> tuple[str, ...] | None:
         os.close(dir_fd)
 
 
-def sweep_directory(directory: str, names: Sequence[str]) -> list[tuple[str, int]]:
+def sweep_directory(
+    directory: str, names: Sequence[str], resumable: list[tuple[str, int]] | None = None,
+    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS,
+) -> list[tuple[str, int]]:
     """Remove the stale ones of ``names`` in ``directory``: (name, bytes freed) per removal.
+    A part nobody holds whose journal keeps it for a resume (younger than ``keep_seconds``)
+    stays, and goes into ``resumable`` as (name, bytes its journal says it holds).
 
     Under the directory's turn, taken without waiting: a writer holding it is creating its part
     (not yet flocked) and cleans the directory's stale parts itself; the next pass comes back.
@@ -171,7 +179,7 @@ def sweep_directory(directory: str, names: Sequence[str]) -> list[tuple[str, int
                 return []
             for name in names:
                 try:
-                    check, freed = part_files.reclaim_if_stale(dir_fd, name)
+                    check, freed = part_files.reclaim_if_stale(dir_fd, name, keep_seconds)
                 except OSError as exc:
                     log.warning("cannot remove stale part file %s in %s: %s", name, directory, exc.strerror)
                     continue
@@ -179,6 +187,9 @@ def sweep_directory(directory: str, names: Sequence[str]) -> list[tuple[str, int
                     log.warning("cannot open part file %s in %s to check it: %s", name, directory, check.unreadable)
                 if check.removed:
                     removed.append((name, freed))
+                if check.resumable and resumable is not None:
+                    kept, _age = read_journal(dir_fd, name)
+                    resumable.append((name, kept.held if kept is not None else 0))
     finally:
         os.close(dir_fd)
     return removed
@@ -195,7 +206,8 @@ def remeasure(state: DriveState) -> DriveState:
 
 
 def sweep_stale_parts(
-    states: Sequence[DriveState], mtimes: Mapping[str, int], db: StateDB, now: float
+    states: Sequence[DriveState], mtimes: Mapping[str, int], db: StateDB, now: float,
+    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS,
 ) -> tuple[list[DriveState], list[RemovedPart]]:
     """Find and remove the stale part files of every scanned plot directory; the drives with
     the space re-measured where something was removed, and what was removed (logged, and
@@ -210,14 +222,18 @@ def sweep_stale_parts(
     remembered = next_listings(listings, fresh, mtimes)
     drive_of = drives_by_directory(states)
     removed: list[RemovedPart] = []
+    resumable: list[tuple[str, int]] = []
     for directory, names in parts_to_check(remembered).items():
         drive = drive_of.get(directory)
-        for name, freed in sweep_directory(directory, names):
+        for name, freed in sweep_directory(directory, names, resumable, keep_seconds):
             path = os.path.join(directory, name)
             drive_name = drive.name if drive else "?"
             removed.append(RemovedPart(drive_name, path, freed, now))
             log.info("removed stale part file %s on %s: %s freed (the receiver or local move writing it died)",
                      path, drive_name, binary_size(freed))
+    kept = {"files": len(resumable), "bytes": sum(held for _, held in resumable)}
+    if db.get(RESUMABLE_KEY) != kept:
+        db.set(RESUMABLE_KEY, kept)
     stored = listings_to_store(remembered)
     if stored != stored_before:
         db.set(LISTINGS_KEY, stored)
@@ -226,6 +242,14 @@ def sweep_stale_parts(
     db.set(REMOVED_KEY, recent_removals([*(db.get(REMOVED_KEY) or []), *map(record, removed)], now))
     touched = {r.drive for r in removed}
     return [remeasure(s) if s.name in touched else s for s in states], removed
+
+
+def resumable_parts(db: StateDB) -> PartsRemoved:
+    """The parts waiting for a resume at the last sweep, and the bytes they hold (-pr, export)."""
+    try:
+        return PartsRemoved.from_dict(db.get(RESUMABLE_KEY))
+    except (TypeError, ValueError):
+        return PartsRemoved()
 
 
 def removed_last_day(db: StateDB, now: float) -> PartsRemoved:

@@ -73,6 +73,9 @@ class HarvesterSettings(Section):
     concurrent_receive_drives: int = Field(default=4, ge=1, le=64)
     # Receives at once per drive of the set: 1 (two streams on one HDD make both slower).
     receives_per_drive: int = Field(default=1, ge=1, le=8)
+    # A dropped transfer's part file (with its journal) waits this long for the plotter to
+    # resume it before the minute pass removes it like any stale part (issue 13).
+    resume_keep_hours: float = Field(default=24, gt=0, le=24 * 30)
     # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
     # more than one); with fill_empty_drives_first, free space is filled first until the free
     # slots of all drives fall to empty_drives_low_water_mark.

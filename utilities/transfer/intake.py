@@ -206,16 +206,22 @@ class Intake:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ReceiveFailure(ERR_TIMEOUT, what)
-        events = poller.poll(remaining * 1000)
+        # stdin over with no line in it: only what the socket already holds is still taken (a
+        # plotter whose stream was cut may close stdin before we accepted the bytes it sent,
+        # and a resumable receive keeps every whole chunk of them).
+        gone = self.control.eof and self.control.line() is None
+        events = poller.poll(0 if gone else remaining * 1000)
         if not events:
+            self.control.check_alive()
             raise ReceiveFailure(ERR_TIMEOUT, what)
         sock_ready = False
         for fd, _event in events:
             if fd == Control.FD:
                 self.control.read_available()
-                self.control.check_alive()
             else:
                 sock_ready = True
+        if not sock_ready:
+            self.control.check_alive()
         return sock_ready
 
     def accept(self, keep_listening: bool = False) -> None:

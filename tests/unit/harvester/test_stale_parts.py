@@ -3,6 +3,7 @@ part_files additions it rests on (on real files in a temp directory)."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -21,9 +22,10 @@ from utilities.harvester.stale_parts import (
     parse_listings,
     parts_to_check,
     recent_removals,
+    sweep_directory,
     tally,
 )
-from utilities.harvester_export import DriveSummary, HarvesterSnapshot, PartsRemoved
+from utilities.harvester_export import DriveSummary, HarvesterSnapshot, PartsRemoved, parse_export
 from utilities.text import REPORT_WIDTH
 from utilities.transfer import part_files
 
@@ -152,3 +154,31 @@ def test_a_directory_turn_is_taken_only_when_free(tmp_path: Path) -> None:
     finally:
         os.close(ours)
         os.close(writer)
+
+
+def test_a_part_kept_for_a_resume_is_reported_until_it_expires(tmp_path: Path) -> None:
+    from utilities.transfer.journal import Journal, write_journal
+
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    name = PART[1 : -len(".part")]
+    (drive / PART).write_bytes(b"x" * 5000)
+    fd = part_files.open_directory(drive)
+    try:
+        write_journal(fd, PART, Journal(name, 5000, "abc", 1024, ["0" * 32] * 3))
+    finally:
+        os.close(fd)
+    kept: list[tuple[str, int]] = []
+    assert sweep_directory(str(drive), [PART], kept) == [] and kept == [(PART, 3072)]
+    assert (drive / PART).exists()
+    assert [n for n, _ in sweep_directory(str(drive), [PART], [], keep_seconds=0)] == [PART]
+    assert os.listdir(drive) == []
+
+
+def test_plot_report_shows_the_parts_kept_to_resume() -> None:
+    snap = dataclasses.replace(_snapshot(PartsRemoved()), resumable_parts=PartsRemoved(files=1, bytes=60 * 2**30))
+    data = plot_report_data(snap, None)
+    line = next(li for li in plot_report_text(data, "k32").splitlines() if li.startswith("Kept Part Files"))
+    assert line.endswith(" 1 (partial, resumable, 60.0 GiB)") and len(line) == REPORT_WIDTH
+    back = parse_export(json.dumps(snap.to_dict()).encode(), snap.hostname)
+    assert back.resumable_parts == PartsRemoved(1, 60 * 2**30)
