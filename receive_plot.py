@@ -4,7 +4,7 @@
     receive_plot.py --config CFG (--dest DIR [--replace-old-plots yes|no]
                                   | --drives JSON --claims DIR [--per-drive K])
                     [--idle-timeout S] [--bind ADDR] [--allow-from ADDR]
-                    [--resume yes|no] [--resume-chunk BYTES]
+                    [--resume yes|no] [--resume-chunk BYTES] [--resume-keep-hours H]
                     ([--] NAME SIZE PORT | --session PORT)
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  This file only reads
@@ -21,7 +21,8 @@ in ``--claims DIR`` (at most ``--per-drive K`` receivers per drive, 1..8, defaul
 
 A session's plot named with its source (``PLOT <name> <size> <source>``) is resumable: a dropped
 stream leaves its part and journal, and the next attempt streams only what is missing
-(``--resume no`` turns that off; ``--resume-chunk``: the journal's chunk, default 1 GiB).
+(``--resume no`` turns that off; ``--resume-chunk``: the journal's chunk, default 1 GiB;
+``--resume-keep-hours``: how long another plot's kept part is left alone, default 24).
 
 ``--config`` is accepted (the script always passes it) but not read: nothing here needs a
 setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.
@@ -38,7 +39,7 @@ if _REPO not in sys.path:
 
 from utilities.errors import PlotFileError  # noqa: E402
 from utilities.plots import validate_plot_name  # noqa: E402
-from utilities.transfer.journal import DEFAULT_CHUNK  # noqa: E402
+from utilities.transfer.journal import DEFAULT_CHUNK, DEFAULT_KEEP_SECONDS  # noqa: E402
 from utilities.transfer.protocol import (  # noqa: E402
     ERR_BAD_NAME,
     ERR_USAGE,
@@ -53,7 +54,7 @@ from utilities.transfer.receiver import DEFAULT_IDLE_TIMEOUT, Options, run_recei
 
 _OPTIONS = (
     "--config", "--dest", "--idle-timeout", "--bind", "--allow-from", "--replace-old-plots",
-    "--drives", "--claims", "--per-drive", "--resume", "--resume-chunk", SESSION_OPTION,
+    "--drives", "--claims", "--per-drive", "--resume", "--resume-chunk", "--resume-keep-hours", SESSION_OPTION,
 )  # fmt: skip
 MIN_RESUME_CHUNK = 4096
 
@@ -100,9 +101,17 @@ def parse_args(argv: list[str]) -> Options:
         raise ReceiveFailure(
             ERR_USAGE, f"--resume-chunk must be {MIN_RESUME_CHUNK}..{2**40} bytes, got {values['--resume-chunk']!r}"
         )
+    try:
+        keep_hours = float(values.get("--resume-keep-hours", DEFAULT_KEEP_SECONDS / 3600))
+    except ValueError:
+        keep_hours = -1.0
+    if not 0 < keep_hours <= 24 * 365:
+        raise ReceiveFailure(
+            ERR_USAGE, f"--resume-keep-hours must be 0 < hours <= 8760, got {values['--resume-keep-hours']!r}"
+        )
     return Options(
         drives, port, idle, values.get("--bind"), values.get("--allow-from"), plot, claims, per_drive,
-        resume == "yes", chunk,
+        resume == "yes", chunk, keep_hours * 3600,
     )  # fmt: skip
 
 

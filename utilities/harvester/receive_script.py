@@ -69,11 +69,15 @@ def render_receive_script(
     replace: bool = False,
     idle_timeout: float = 120,
     per_drive: int = 1,
+    resume_keep_hours: float | None = None,
+    resume_chunk: int | None = None,
 ) -> str:
     """Pure: the script text for the receive set ``drives`` (the refusing script when empty).
 
     A single ``DriveLocation`` is a set of one (``replace`` says whether it may replace), None
     the empty set: the shape callers with one drive had before receive sets.
+    ``resume_keep_hours`` (harvester.resume_keep_hours) and ``resume_chunk`` (tests: small
+    chunks) reach the receiver's resume options when given.
     """
     if isinstance(drives, DriveLocation):
         drives = [SetDrive(drives, replace)]
@@ -84,6 +88,8 @@ def render_receive_script(
         claims_dir=claims_dir,
         per_drive=per_drive,
         idle_timeout=f"{idle_timeout:g}",
+        resume_keep_hours=f"{resume_keep_hours:g}" if resume_keep_hours is not None else None,
+        resume_chunk=resume_chunk,
         hostname=hostname,
         config_file=config_file,
         python=python,

@@ -91,6 +91,7 @@ class Landing:
         fail: Fail,
         on_stale: Callable[[str, StaleCheck], None],
         note: Callable[[str], None],
+        keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS,
     ) -> None:
         self.dest = dest
         self.name = name
@@ -100,6 +101,7 @@ class Landing:
         self.fail = fail
         self.on_stale = on_stale  # told of every part file the stale clean-up looked at
         self.note = note  # a problem worth saying that does not stop the landing
+        self.keep_seconds = keep_seconds  # another plot's part kept for a resume is left this long
         self.dir_fd: int | None = None
         self.part_fd: int | None = None
         self.part_inode: int | None = None
@@ -184,7 +186,7 @@ class Landing:
             raise self.failure(Problem.LIST_DIR, exc) from None
         for entry in entries:
             # Our own name's part waits for no other resume: this landing starts it afresh.
-            keep = 0.0 if entry == self.part else part_files.DEFAULT_KEEP_SECONDS
+            keep = 0.0 if entry == self.part else self.keep_seconds
             check = part_files.remove_if_stale(self.dir_fd, entry, keep)
             self.on_stale(entry, check)
             if not check.gone and entry == self.part:

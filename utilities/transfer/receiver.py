@@ -131,6 +131,7 @@ class Options:
     per_drive: int = 1
     resume: bool = True  # journal resumable plots (PLOT with a source) and resume their parts
     resume_chunk: int = journal_module.DEFAULT_CHUNK
+    resume_keep_seconds: float = journal_module.DEFAULT_KEEP_SECONDS
 
 
 class Aborted(BaseException):
@@ -228,6 +229,7 @@ class Receiver:
         under the name is refused; nothing stays behind on failure."""
         self.landing = landing = Landing(
             drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
+            keep_seconds=self.options.resume_keep_seconds,
         )  # fmt: skip
         try:
             landing.open()
@@ -254,6 +256,7 @@ class Receiver:
         chunk = self.options.resume_chunk
         self.landing = landing = Landing(
             drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
+            keep_seconds=self.options.resume_keep_seconds,
         )  # fmt: skip
         try:
             landing.open()

@@ -50,7 +50,7 @@ class SinkHarvester:
     """A harvester with ``drives`` plot drives (directories), its claims directory and the
     receive_plot.sh drive_manager.py would write for that receive set."""
 
-    def __init__(self, root: Path, name: str, drives: int, per_drive: int = 1) -> None:
+    def __init__(self, root: Path, name: str, drives: int, per_drive: int = 1, resume_chunk: int | None = None) -> None:
         self.name = name
         self.root = root / name
         self.claims = self.root / "state" / "receiving"
@@ -63,7 +63,7 @@ class SinkHarvester:
         self.script = self.root / "receive_plot.sh"
         self.script.write_text(render_receive_script(
             [SetDrive(loc) for loc in self.locations], name, root / "config.yaml", self.claims, time.time(),
-            python=sys.executable, idle_timeout=DEADLINE, per_drive=per_drive,
+            python=sys.executable, idle_timeout=DEADLINE, per_drive=per_drive, resume_chunk=resume_chunk,
         ))  # fmt: skip
         self.script.chmod(0o755)
         self.exec = LocalExec(env={**os.environ, **SSH_ENV})
@@ -348,3 +348,56 @@ def test_one_ssh_connection_per_harvester_carries_every_session_of_the_run(make,
     assert sink.landed() == plots
     assert log.read_text().count("Accepted publickey") == 1, log.read_text()  # one connection, three sessions
     wait_until("the run's connection to close", lambda: not daemon.children())
+
+
+def test_a_transfer_killed_mid_plot_resumes_in_the_next_run_and_history_counts_the_bytes_saved(tmp_path: Path) -> None:
+    """Issue 13 through the whole sending run: the receiver is SIGKILLed mid-plot (a failure
+    recorded, the source kept); the next run sends only what the harvester's kept part lacks,
+    lands the identical plot, deletes the source, and its record says how many bytes it saved."""
+    from utilities.transfer.journal import read_journal
+    from utilities.transfer.part_files import open_directory, part_name
+
+    chunk = 256 * 1024
+    sink = SinkHarvester(tmp_path, "h0", 1, resume_chunk=chunk)
+    run = Run(tmp_path, [sink])
+    try:
+        made = run.make_plots(1, size=6 << 20)
+        (name,) = made
+        drive_dir = Path(sink.locations[0].receive_dir)
+
+        def held() -> int:
+            fd = open_directory(drive_dir)
+            try:
+                journal, _ = read_journal(fd, part_name(name))
+            finally:
+                os.close(fd)
+            return len(journal.chunks) if journal is not None else 0
+
+        killed: list[int] = []
+
+        def progress(_plot: FinishedPlot, _harvester: str) -> Callable[[int, int], None]:
+            def tick(sent: int, _total: int) -> None:
+                if sent >= 3 << 20 and not killed:
+                    wait_until("chunks in the journal", lambda: held() >= 4)
+                    for shell in sink.exec.started:
+                        for proc in [psutil.Process(shell.pid), *psutil.Process(shell.pid).children(recursive=True)]:
+                            if "receive_plot.py" in " ".join(proc.cmdline()):
+                                proc.kill()
+                                killed.append(proc.pid)
+            return tick
+
+        snapshots = {"h0": sink.snapshot(1, protocol=3)}
+        first = run.send(snapshots, progress=progress)
+        assert killed and first.failures and (run.plot_dir / name).exists()
+        kept = held()
+        assert kept >= 4 and (drive_dir / part_name(name)).exists()
+
+        second = run.send(snapshots)
+        assert not second.failures and sink.landed() == made
+        assert not (run.plot_dir / name).exists()
+        records = run.db.transfers_since(0)
+        assert [r.ok for r in records] == [False, True]
+        assert records[1].saved == kept * chunk and records[1].bytes == (6 << 20)
+    finally:
+        sink.close()
+        run.close()
