@@ -104,7 +104,7 @@ class TransferRecord:
 
     @property
     def mb_per_second(self) -> float:
-        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+        return (self.bytes - self.saved) / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ farm-breaking failure seen in the wild:
   part file is removed.  Only SIGKILL (or a power cut) can leave it, and every later writer
   into that directory (and the harvester's minute pass) removes part files no living writer
   holds (``part_files.py``).
+* Except a resumable plot's (issue 13: ``PLOT <name> <size> <source>``): its part is kept with
+  a journal of the chunks it durably holds (``journal.py``) once it holds one, so the next
+  attempt streams only the rest (``stream_resumable``); the sweeps leave such a part alone
+  until it expires, and a part whose journal is missing, torn or of another plot is removed.
 * The drive's space is reserved up front (``fallocate``) so a full disk fails in a second, not
   after 90 GiB; a dropped link ends in ``--idle-timeout`` seconds instead of hanging forever.
 * Only a connection from the plotter's address is accepted (``intake.py``).

@@ -68,8 +68,9 @@ class TransferResult:
 
     @property
     def mb_per_s(self) -> float:
-        """Whole-transfer speed in MB/s (10**6), start of the receiver to its OK."""
-        return self.size / self.seconds / 1e6 if self.ok and self.seconds > 0 else 0.0
+        """Whole-transfer speed in MB/s (10**6), start of the receiver to its OK, of the bytes
+        really sent (a resume's kept bytes not counted)."""
+        return (self.size - self.saved) / self.seconds / 1e6 if self.ok and self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
