@@ -12,10 +12,12 @@ source can be deleted only after OK.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -129,6 +131,17 @@ def test_a_cut_stream_resumes_with_the_rest_plus_at_most_one_chunk(farm: Farm, f
     assert not (farm.drives[0] / journal_name(part_name(path.name))).exists()
     delete_source_after_ok(path, second)
     assert not path.exists()
+
+
+@pytest.mark.skipif(shutil.which("nc") is None, reason="no nc")
+def test_a_resume_streams_through_nc_too(farm: Farm) -> None:
+    farm.options = dataclasses.replace(farm.options, nc="nc")
+    path = farm.plot()
+    data = path.read_bytes()
+    cut = SIZE // 3
+    assert not farm.send(path, cut_at=cut)[0].ok
+    result, resent = farm.send(path)
+    assert result.ok and resent == SIZE - (cut // CHUNK) * CHUNK and landed(farm, path) == data
 
 
 def test_an_uninterrupted_resumable_send_lands_whole_and_leaves_no_journal(farm: Farm) -> None:
