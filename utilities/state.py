@@ -275,6 +275,14 @@ class StateDB:
         ).fetchone()
         return int(row[0])
 
+    def last_failed_harvester(self, plot: str) -> str | None:
+        """The harvester of ``plot``'s last attempt if that attempt failed (its part may wait
+        there for a resume), else None."""
+        row = self._conn.execute(
+            "SELECT harvester, ok FROM transfers WHERE plot = ? ORDER BY id DESC LIMIT 1", (plot,)
+        ).fetchone()
+        return str(row[0]) if row is not None and not row[1] else None
+
     def transfers_since(self, since: float) -> list[TransferRecord]:
         rows = self._conn.execute(
             "SELECT plot, harvester, destination, bytes, started_at, seconds, ok, reason, saved FROM transfers "

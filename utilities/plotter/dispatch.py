@@ -16,13 +16,17 @@ run.
 
 Everything here is plain data and decisions, with the time passed in, so the tests drive it
 without threads or clocks; ``send_loop.py`` runs it with threads under one lock.
+
+A plot whose last attempt failed on a harvester (``affinity``) goes back there first when that
+harvester can take a session: its receiver may hold the plot's part, and a resume (issue 13)
+sends only what is missing.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -104,6 +108,7 @@ class Dispatch(Generic[P]):
     busy_since: float | None = None  # first busy answer since a plot last went through
     gave_up: bool = False  # busy_wait ran out: the rest waits for the next run
     waiting: dict[str, str] = field(default_factory=dict)  # harvester -> why it is held back
+    affinity: Callable[[P], str | None] | None = None  # the harvester that may hold a plot's part
 
     @classmethod
     def of(
@@ -114,6 +119,7 @@ class Dispatch(Generic[P]):
         busy_wait: float,
         now: float,
         retry: float = BUSY_RETRY_SECONDS,
+        affinity: Callable[[P], str | None] | None = None,
     ) -> Dispatch[P]:
         """A harvester whose export says no receive is available now (every drive of its set
         claimed) is tried with one session at once; one that could take more than it said,
@@ -123,7 +129,7 @@ class Dispatch(Generic[P]):
             h.ceiling = max(h.ceiling, h.receives, 1)
             if h.receives < h.ceiling:
                 h.retry_at = now if h.receives == 0 else now + retry
-        return cls(slots, deque(plots), max_sessions, busy_wait, retry)
+        return cls(slots, deque(plots), max_sessions, busy_wait, retry, affinity=affinity)
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -136,6 +142,10 @@ class Dispatch(Generic[P]):
         that may take another session now; ties go to the first name."""
         if not self.queue or self.open_sessions >= self.max_sessions:
             return None
+        preferred = self.affinity(self.queue[0]) if self.affinity is not None else None
+        h = self.harvesters.get(preferred) if preferred is not None else None
+        if h is not None and h.left >= 1 and h.open < h.limit(now):
+            return h.name
         best: HarvesterSlots | None = None
         for name in sorted(self.harvesters):
             h = self.harvesters[name]
@@ -187,6 +197,11 @@ class Dispatch(Generic[P]):
         if not self.keep_going(name):
             return None
         self.harvesters[name].assigned += 1
+        if self.affinity is not None:
+            for index, plot in enumerate(self.queue):
+                if self.affinity(plot) == name:
+                    del self.queue[index]
+                    return plot
         return self.queue.popleft()
 
     def sent(self, name: str) -> None:

@@ -31,6 +31,7 @@ from utilities.plotter.harvester_choice import (
     receive_room,
     room_for_plots,
     session_capacity,
+    speaks_resume,
     speaks_sessions,
     usable_reason,
 )
@@ -234,9 +235,16 @@ def send_planned(
     the plots left over as waiting (busy, unreachable) or unplaced (no room after all).
     """
     transfer = settings.plotter.transfer
+    # A plot whose last attempt failed goes back to that harvester first: its part may be there.
+    resume_at = {
+        p.plot.name: h for p in outcome.planned
+        if transfer.resume and (h := db.last_failed_harvester(p.plot.name)) is not None
+        and h in snapshots and speaks_resume(snapshots[h])
+    }  # fmt: skip
     dispatch: Dispatch[FinishedPlot] = Dispatch.of(
         [p.plot for p in outcome.planned], harvester_slots(snapshots, settings.plotter.priority, only_harvester),
         transfer.max_concurrent_transfers, transfer.busy_wait_seconds, time.monotonic(), retry,
+        affinity=lambda plot: resume_at.get(plot.name),
     )  # fmt: skip
     results_lock = threading.Lock()
     with Connections(settings.farm.ssh) as connections:

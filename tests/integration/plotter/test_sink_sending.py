@@ -401,3 +401,43 @@ def test_a_transfer_killed_mid_plot_resumes_in_the_next_run_and_history_counts_t
     finally:
         sink.close()
         run.close()
+
+
+def test_the_retry_of_a_killed_transfer_goes_back_to_the_harvester_holding_its_part(tmp_path: Path) -> None:
+    """h1 had the most room when the plot went there and its receiver was killed; in the next
+    run h0 has more room, yet the plot goes back to h1 and only the rest is sent."""
+    from utilities.transfer.part_files import part_name
+
+    chunk = 256 * 1024
+    sinks = [SinkHarvester(tmp_path, f"h{i}", 1, resume_chunk=chunk) for i in range(2)]
+    run = Run(tmp_path, sinks)
+    try:
+        made = run.make_plots(1, size=6 << 20)
+        (name,) = made
+        part = Path(sinks[1].locations[0].receive_dir) / part_name(name)
+        journal = part.with_name(part.name + ".journal")
+        killed: list[int] = []
+
+        def progress(_plot: FinishedPlot, _harvester: str) -> Callable[[int, int], None]:
+            def tick(sent: int, _total: int) -> None:
+                if sent >= 3 << 20 and not killed:
+                    wait_until("a journal on h1", journal.exists)
+                    for shell in sinks[1].exec.started:
+                        for proc in [psutil.Process(shell.pid), *psutil.Process(shell.pid).children(recursive=True)]:
+                            if "receive_plot.py" in " ".join(proc.cmdline()):
+                                proc.kill()
+                                killed.append(proc.pid)
+            return tick
+
+        first = run.send({"h0": sinks[0].snapshot(1, protocol=3, free_slots=5),
+                          "h1": sinks[1].snapshot(1, protocol=3, free_slots=50)}, progress=progress)
+        assert killed and first.failures and part.exists()
+        second = run.send({"h0": sinks[0].snapshot(1, protocol=3, free_slots=50),
+                           "h1": sinks[1].snapshot(1, protocol=3, free_slots=5)})
+        assert not second.failures and sinks[1].landed() == made and sinks[0].landed() == {}
+        records = run.db.transfers_since(0)
+        assert [(r.harvester, r.ok) for r in records] == [("h1", False), ("h1", True)] and records[1].saved > 0
+    finally:
+        for sink in sinks:
+            sink.close()
+        run.close()

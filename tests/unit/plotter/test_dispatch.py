@@ -233,3 +233,20 @@ def test_harvester_slots_from_exports() -> None:
     assert (slots["new"].room, slots["new"].receives, slots["new"].ceiling) == (5, 2, 2)
     assert (slots["full"].receives, slots["full"].ceiling) == (0, 1)  # one receive in flight there
     assert [s.name for s in harvester_slots(snaps, "fill", only="full")] == ["full"]
+
+
+def test_a_plot_goes_back_first_to_the_harvester_that_may_hold_its_part() -> None:
+    """Issue 13: p2's last attempt failed on b (its part may wait there): b gets a session for
+    it although a has more room, and b's session takes p2 before the older plots."""
+    d = Dispatch.of([f"p{i}" for i in range(4)], slots_of({"a": (20, 20, 1, 1), "b": (5, 5, 1, 1)}), 1, 60.0, T0,
+                    RETRY, affinity=lambda plot: "b" if plot == "p2" else None)
+    assert d.next_step(T0) == Start("a")  # the queue's head has no preference: the most room
+    d2 = Dispatch.of(["p2", "p0"], slots_of({"a": (20, 20, 1, 1), "b": (5, 5, 1, 1)}), 1, 60.0, T0, RETRY,
+                     affinity=lambda plot: "b" if plot == "p2" else None)
+    assert d2.next_step(T0) == Start("b") and d2.open("b") == "p2"
+    assert d.open("a") == "p0" and d.take("a") == "p1"
+    d.closed("a")
+    assert d.open("b") == "p2"
+    full = Dispatch.of(["p2"], slots_of({"a": (20, 20, 1, 1), "b": (0, 0, 1, 1)}), 1, 60.0, T0, RETRY,
+                       affinity=lambda plot: "b")
+    assert full.next_step(T0) == Start("a")  # no room there: anywhere, as before
