@@ -233,18 +233,32 @@ def test_drive_filling_up_mid_stream_does_not_break_the_transfer(farm: E2EFarm) 
 
 
 def test_full_drive_refuses_before_streaming_and_the_plot_goes_later(farm: E2EFarm) -> None:
-    """The export said there was room, but the drive filled since: nothing is lost."""
+    """The export said there was room, but every drive of the receive set filled since (the
+    receiver walks the set, so one full drive is not enough): nothing is lost."""
     plots = _make_plots(farm, ["og"])
     harvester = farm.harvesters["chianas02"]
-    receive_dir = Path(farm.export("chianas02")["receive_dir"])
-    drive = next(d for d in harvester.drives.drives if d.mountpoint == receive_dir)
-    harvester.drives.fill(drive, 0)
-    proc = farm.plotter.run()
-    assert proc.returncode == 1 and "no space" in proc.stdout
-    assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
-    assert harvester.plots() == [] and harvester.leftovers() == []
-    farm.harvester_pass("chianas02")  # the harvester's next minute moves on to another drive
-    _next_run_delivers(farm, plots)
+    export = farm.export("chianas02")
+    mountpoints = {d["name"]: d["mountpoint"] for d in export["drives"]}
+    in_set = {mountpoints[d["name"]] for d in export["receive_set"]}
+    full = [d for d in harvester.drives.drives if str(d.mountpoint) in in_set]
+    assert full, export["receive_set"]
+    try:
+        for drive in full:
+            harvester.drives.fill(drive, 0)
+        proc = farm.plotter.run()
+        assert proc.returncode == 1 and "no space" in proc.stdout, proc.stdout + proc.stderr
+        assert [p.name for p in farm.plotter.plot_dir.iterdir()] == list(plots)
+        assert harvester.plots() == [] and harvester.leftovers() == []
+        harvester.drives.unfill(full.pop())  # room comes back on one drive of the set
+        farm.harvester_pass("chianas02")
+        again = farm.plotter.run()  # to the harvester with the most room now, intact
+        assert again.returncode == 0, again.stdout + again.stderr
+        landed = {p.name: file_hash(p) for h in farm.harvesters.values() for p in h.plots()}
+        assert {name: landed.get(name) for name in plots} == plots
+    finally:
+        for drive in full:
+            harvester.drives.unfill(drive)
+        farm.harvester_pass("chianas02")
 
 
 def test_plots_waiting_for_room_warn_once_not_every_run(farm: E2EFarm) -> None:

@@ -38,6 +38,13 @@ SSH_CONNECT_TIMEOUT = 30
 #: cut a link mid-stream (they wait it out).
 TRANSFER_IDLE_TIMEOUT = 20
 
+#: Data ports ``throttle`` slows, each block of THROTTLE_BLOCK ports on its own (a power of two,
+#: the range aligned to it); ``THROTTLED_TRANSFER`` gives a plotter exactly this range, so its
+#: concurrent sessions (each on the first port of its own slice) land in different blocks.
+THROTTLED_PORTS = range(4096, 4096 + 64)
+THROTTLE_BLOCK = 16
+THROTTLED_TRANSFER = {"port_base": THROTTLED_PORTS.start, "port_count": len(THROTTLED_PORTS)}
+
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
@@ -240,28 +247,37 @@ class E2EFarm:
     # -- the link to a harvester ------------------------------------------------------------
 
     def throttle(self, name: str, rate: str) -> None:
-        """Limit plot data to ``name`` to ``rate`` (tc syntax, e.g. "2mbit"); SSH is not limited.
+        """Limit each plot stream to ``name`` to ``rate`` (tc syntax, e.g. "500kbit"), as if
+        every drive wrote that slowly; SSH and anything else are not limited.
 
-        htb on the bridge side of the harvester's veth: SSH (port 22) goes to a class of its
-        own, everything else (the data streams) to the limited default class, so a plotter's
-        control lines and a second plotter's login never queue behind megabytes of plot data.
-        Called again, it changes the rate of the running streams.
+        htb on the bridge side of the harvester's veth, one class per block of
+        ``THROTTLE_BLOCK`` data ports in ``THROTTLED_PORTS``: a plotter configured with that
+        range (``THROTTLED_TRANSFER``) gives each concurrent session its own block, so each
+        stream crawls at its own rate. One shared class would not do: local senders share a
+        qdisc very unfairly (the kernel holds a socket back instead of dropping), so one stream
+        took all the rate while the others' first bytes waited. Control lines and a second
+        plotter's login never queue behind plot data either. Called again, it changes the rate
+        of the running streams.
         """
         veth = self.net.host(name).veth_host_side
-        tc = ["tc"]
-        shown = subprocess.run([*tc, "qdisc", "show", "dev", veth], capture_output=True, text=True, check=True).stdout
-        if "htb 1:" in shown:
-            subprocess.run([*tc, "class", "change", "dev", veth, "parent", "1:", "classid", "1:20",
-                            "htb", "rate", rate, "ceil", rate], check=True)
-            return
-        for cmd in (
-            ["qdisc", "replace", "dev", veth, "root", "handle", "1:", "htb", "default", "20"],
-            ["class", "add", "dev", veth, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"],
-            ["class", "add", "dev", veth, "parent", "1:", "classid", "1:20", "htb", "rate", rate, "ceil", rate],
-            ["filter", "add", "dev", veth, "parent", "1:", "protocol", "ip", "prio", "1",
-             "u32", "match", "ip", "dport", "22", "0xffff", "flowid", "1:10"],
-        ):
-            subprocess.run([*tc, *cmd], check=True, capture_output=True)
+        blocks = range(len(THROTTLED_PORTS) // THROTTLE_BLOCK)
+        shown = subprocess.run(["tc", "qdisc", "show", "dev", veth], capture_output=True, text=True, check=True).stdout
+        commands: list[list[str]] = []
+        verb = "change" if "htb 1:" in shown else "add"
+        if verb == "add":
+            commands += [
+                ["qdisc", "replace", "dev", veth, "root", "handle", "1:", "htb", "default", "1"],
+                ["class", "add", "dev", veth, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit"],
+            ]
+        for block in blocks:
+            classid = f"1:{0x10 + block:x}"
+            commands.append(["class", verb, "dev", veth, "parent", "1:", "classid", classid, "htb", "rate", rate, "ceil", rate])
+            if verb == "add":
+                first = THROTTLED_PORTS.start + block * THROTTLE_BLOCK
+                commands.append(["filter", "add", "dev", veth, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+                                 "match", "ip", "dport", str(first), f"{0xFFFF & ~(THROTTLE_BLOCK - 1):#x}", "flowid", classid])
+        for command in commands:
+            subprocess.run(["tc", *command], check=True, capture_output=True)
 
     def unthrottle(self, name: str) -> None:
         subprocess.run(["tc", "qdisc", "del", "dev", self.net.host(name).veth_host_side, "root"], check=False,
@@ -302,12 +318,26 @@ class E2EFarm:
         return pids
 
 
-def drives_receiving(receives: list[Any], parts: Mapping[Path, list[str]], dirs: Mapping[str, Path]) -> set[str]:
-    """Pure: drives receiving a plot, i.e. with a live claim that names a plot, or a live claim
-    and a part file (a receiver records its plot every few seconds, the part file is at once)."""
-    claimed = {r.drive for r in receives}
-    named = {r.drive for r in receives if r.plot}
-    return {d for d in claimed if d in named or parts.get(dirs.get(d, Path("/nonexistent")))}
+def part_has_data(path: Path) -> bool:
+    """Whether a part file's first bytes have arrived: the receiver reserves the whole plot with
+    fallocate first (reads as zeros), so non-zero bytes at its start are the stream's."""
+    try:
+        with open(path, "rb") as handle:
+            return any(handle.read(512))
+    except OSError:
+        return False
+
+
+def drives_receiving(receives: list[Any], dirs: Mapping[str, Path]) -> set[str]:
+    """Drives receiving a plot now: a live claim names the plot, and the plot's bytes are
+    arriving in its part file on that drive (a claim alone may still be waiting for the
+    plotter to connect; a part file alone may be a dead receiver's)."""
+    from utilities.transfer.part_files import part_name
+
+    return {
+        r.drive for r in receives
+        if r.plot and r.drive in dirs and part_has_data(dirs[r.drive] / part_name(r.plot))
+    }
 
 
 class ReceiveWatch:
@@ -336,7 +366,7 @@ class ReceiveWatch:
 
     def receiving(self) -> set[str]:
         """Drives receiving a plot now (read afresh, not from the last sample)."""
-        return drives_receiving(self.harvester.receives(), self.harvester.parts_per_drive(), self._dirs)
+        return drives_receiving(self.harvester.receives(), self._dirs)
 
     def _sample(self) -> None:
         from utilities.transfer.claims import claims_per_drive
@@ -351,7 +381,7 @@ class ReceiveWatch:
         for mountpoint, names in parts.items():
             if len(names) > self.per_drive:
                 self.crowded_parts.append(f"{mountpoint}: {names}")
-        self.most_receiving = max(self.most_receiving, len(drives_receiving(receives, parts, self._dirs)))
+        self.most_receiving = max(self.most_receiving, len(drives_receiving(receives, self._dirs)))
 
     def _run(self) -> None:
         try:
