@@ -173,6 +173,7 @@ class Receiver:
         self.intake = Intake(options.port, options.idle_timeout, options.bind)
         self.placement = Placement(options.drives, options.claims_dir, options.per_drive)
         self.landing: Landing | None = None
+        self.journal_off = False  # this plot's journal could not be written: no resume for it
 
     def run(self) -> str | None:
         """The single plot's hex digest (its OK is the receiver's last line), or None after a
@@ -202,6 +203,7 @@ class Receiver:
 
     def receive(self, name: str, size: int, source: str | None = None) -> str:
         """One plot, up to its commit (or the proof that it is already here): its hex digest."""
+        self.journal_off = False
         try:
             existing = self.placement.find_existing(name)
             present = self.land(existing, name, size, reserve=False) if existing is not None else None
@@ -313,7 +315,7 @@ class Receiver:
         if start < len(journal.chunks):
             journal.chunks = journal.chunks[:start]
             self._write_journal(journal)
-            landing.keep_part = bool(journal.chunks)
+            landing.keep_part = bool(journal.chunks) and not self.journal_off
         offset = start * chunk
         if offset:
             note(f"resuming {name} at byte {offset} of {size} (chunk {start})")
@@ -340,7 +342,7 @@ class Receiver:
                     raise landing.failure(Problem.FLUSH, exc) from None
                 journal.chunks.append(hexdigest)
                 self._write_journal(journal)
-                landing.keep_part = True
+                landing.keep_part = not self.journal_off
 
         self.intake.receive(size - offset, write)
         sent_size, expected = self.intake.wait_verify(size)
@@ -355,15 +357,25 @@ class Receiver:
         return hexdigest
 
     def _write_journal(self, journal: journal_module.Journal) -> None:
+        """Record the chunks the part durably holds.  The journal only buys a faster retry: when
+        it cannot be written (a drive filled up by something else, a read-only remount) the plot
+        goes on without it, no longer resumable (its part goes if the stream ends early), rather
+        than failing a transfer whose own space is reserved."""
         landing = self.landing
         assert landing is not None and landing.dir_fd is not None
+        if self.journal_off:
+            return
         try:
             if journal.chunks:
                 journal_module.write_journal(landing.dir_fd, landing.part, journal)
             else:
                 journal_module.remove_journal(landing.dir_fd, landing.part)
         except OSError as exc:
-            raise ReceiveFailure(ERR_IO, f"cannot write the journal of {landing.part}: {exc.strerror or exc}") from None
+            note(f"cannot write the journal of {landing.part} ({exc.strerror or exc}); going on without a resume")
+            self.journal_off = True
+            landing.keep_part = False
+            with contextlib.suppress(OSError):
+                journal_module.remove_journal(landing.dir_fd, landing.part)
 
     def stream_in(self, name: str, size: int) -> str:
         """READY, the stream into the reserved part file, VERIFY, the commit: the hex digest."""
