@@ -39,6 +39,7 @@ Layers: ``parent_disk`` and ``classify_power_check`` are pure; ``read_smart`` do
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -79,6 +80,9 @@ class SmartInfo:
     that was read.  ``health`` is pySMART's assessment: ``"PASS"``, ``"FAIL"`` or ``"WARN"``
     (an attribute failed in the past), ``None`` when the drive reports none.  ``error`` says
     in one line why a disk is ``unavailable``.
+
+    The counters are what a failing disk shows first (``None`` when the disk does not report
+    one, or was not read); see ``SectorCounts`` for where each comes from per interface.
     """
 
     device: str
@@ -89,6 +93,31 @@ class SmartInfo:
     temperature_c: int | None = None
     health: str | None = None
     error: str | None = None
+    reallocated_sectors: int | None = None
+    pending_sectors: int | None = None
+    offline_uncorrectable: int | None = None
+    crc_errors: int | None = None
+    power_on_hours: int | None = None
+
+
+@dataclass(frozen=True)
+class SectorCounts:
+    """The wear and failure counters of one read, the same names for every interface.
+
+    ATA: attributes 5 (Reallocated_Sector_Ct), 197 (Current_Pending_Sector), 198
+    (Offline_Uncorrectable), 199 (UDMA_CRC_Error_Count), 9 (Power_On_Hours), raw values.
+    NVMe has no sector remapping a host can see: "Media and Data Integrity Errors" (data the
+    drive could not return) counts as uncorrectable, "Power On Hours" as power-on hours.
+    SCSI/SAS: "Elements in grown defect list" (blocks the drive remapped since it left the
+    factory) counts as reallocated, the "Total uncorrected errors" of the read, write and
+    verify rows together as uncorrectable, "Accumulated power on time" as power-on hours.
+    """
+
+    reallocated_sectors: int | None = None
+    pending_sectors: int | None = None
+    offline_uncorrectable: int | None = None
+    crc_errors: int | None = None
+    power_on_hours: int | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +380,10 @@ def _read_with_pysmart(device: str, disk: str, executable: str, timeout: float, 
         temperature = found.temperature
     except Exception:  # a property that parses text; one odd attribute must not cost the read
         temperature = None
+    try:
+        counts = sector_counts(found)
+    except Exception:  # as for the temperature: odd attribute text must not cost the read
+        counts = SectorCounts()
     return SmartInfo(
         device=device,
         disk=disk,
@@ -359,7 +392,48 @@ def _read_with_pysmart(device: str, disk: str, executable: str, timeout: float, 
         model=model,
         temperature_c=int(temperature) if temperature is not None else None,
         health=found.assessment,
+        **dataclasses.asdict(counts),
     )
+
+
+_ATA_COUNTERS = {
+    5: "reallocated_sectors",
+    197: "pending_sectors",
+    198: "offline_uncorrectable",
+    199: "crc_errors",
+    9: "power_on_hours",
+}
+
+
+def sector_counts(found: object) -> SectorCounts:
+    """The counters of a pySMART ``Device`` (see ``SectorCounts`` for the mapping).
+
+    Read from what pySMART 1.4.3 parsed: ``if_attributes`` is ``AtaAttributes`` (its
+    ``legacyAttributes`` indexed by attribute id, raw values as text), ``NvmeAttributes``
+    (``integrityErrors``, ``powerOnHours``) or ``SCSIAttributes`` (``diagnostics``).
+    """
+    from pySMART.interface import AtaAttributes, NvmeAttributes, SCSIAttributes
+
+    interface = getattr(found, "if_attributes", None)
+    if isinstance(interface, AtaAttributes):
+        values: dict[str, int | None] = {}
+        attributes = interface.legacyAttributes
+        for number, field_name in _ATA_COUNTERS.items():
+            attribute = attributes[number] if number < len(attributes) else None
+            values[field_name] = attribute.raw_int if attribute is not None else None
+        return SectorCounts(**values)
+    if isinstance(interface, NvmeAttributes):
+        return SectorCounts(offline_uncorrectable=interface.integrityErrors, power_on_hours=interface.powerOnHours)
+    if isinstance(interface, SCSIAttributes):
+        diagnostics = interface.diagnostics
+        uncorrected = [diagnostics.Uncorrected_Reads, diagnostics.Uncorrected_Writes, diagnostics.Uncorrected_Verifies]
+        known = [n for n in uncorrected if n is not None]
+        return SectorCounts(
+            reallocated_sectors=diagnostics.Reallocated_Sector_Ct,
+            offline_uncorrectable=sum(known) if known else None,
+            power_on_hours=diagnostics.Power_On_Hours,
+        )
+    return SectorCounts()
 
 
 def read_many(

@@ -17,6 +17,7 @@ OUTPUTS = Path(__file__).resolve().with_name("outputs")
 SATA_HDD = "sata_hdd_seagate_oos12000g.txt"
 SATA_HDD_FAILING = "sata_hdd_seagate_st1000lm024_failing.txt"
 NVME = "nvme_toshiba_kbg30zmv256g.txt"
+SAS_HDD = "sas_hdd_hgst_huh721212al4204.txt"
 
 
 @dataclass

@@ -168,6 +168,11 @@ def test_active_sata_hdd_reports_the_captures_identity_temperature_and_health(fa
         temperature_c=38,
         health="PASS",
         error=None,
+        reallocated_sectors=0,
+        pending_sectors=0,
+        offline_uncorrectable=0,
+        crc_errors=0,
+        power_on_hours=252,
     )
 
 
