@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("-uuid", "--check_uuid", metavar="UUID", help="find the harvester and mountpoint of a drive by its filesystem UUID")
     actions.add_argument("--prepare-drive", metavar="DEVICE", help="partition, format, mount and fstab a NEW empty disk (see harvester.drive_prep)")
     actions.add_argument("-off", "--offline_hdd", metavar="DRIVE", help="take a drive offline: no more plots go to it (name like drive6, or its mountpoint)")
-    actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service")
+    actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service, or forget a missing drive that will not come back")
     parser.add_argument("--json", action="store_true", help="with -pr, -ct or -fr: print JSON instead of text")
     parser.add_argument("--yes", action="store_true", help="with --prepare-drive: do not ask for confirmation")
     return parser

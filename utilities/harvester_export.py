@@ -22,6 +22,8 @@ from typing import Any
 
 from utilities import __version__
 from utilities.durable import atomic_write
+from utilities.harvester.drive_presence import MissingDrive
+from utilities.harvester.plot_ids import plot_ids_from_dict, plot_ids_to_dict
 from utilities.transfer.claims import ReceiveInFlight, claims_per_drive
 
 EXPORT_SCHEMA = 1
@@ -166,6 +168,20 @@ def _parse_protocol(data: Any) -> int:
     return data
 
 
+def _parse_missing(data: Any) -> tuple[MissingDrive, ...]:
+    """The export's missing drives; a report-only field, so an entry that does not parse is left
+    out instead of making the whole export (which plotters choose harvesters by) unusable."""
+    if not isinstance(data, list):
+        return ()
+    missing = []
+    for entry in data:
+        try:
+            missing.append(MissingDrive.from_dict(entry))
+        except (TypeError, ValueError):
+            continue
+    return tuple(missing)
+
+
 @dataclass(frozen=True)
 class HarvesterSnapshot:
     hostname: str
@@ -187,6 +203,11 @@ class HarvesterSnapshot:
     receives_available: int | None = None  # more plots it takes at once now; None: not known
     receiving: tuple[ReceiveInFlight, ...] = ()  # live drive claims: receives in flight
     receive_protocol: int = RECEIVE_PROTOCOL
+    # Plot drives that vanished and have not come back (utilities/harvester/drive_presence.py).
+    missing_drives: tuple[MissingDrive, ...] = ()
+    # Drive name -> the packed plot id prefixes it holds (utilities/harvester/plot_ids.py), for
+    # -fr's duplicates; None: not known (an older harvester's export, or a broken field).
+    plot_ids: dict[str, bytes] | None = None
 
     def __post_init__(self) -> None:
         # A snapshot made with a receive drive only (an older harvester's export, older code)
@@ -286,6 +307,8 @@ class HarvesterSnapshot:
             "receives_available": self.receives_available,
             "receiving": [receive.to_dict() for receive in self.receiving],
             "receive_protocol": self.receive_protocol,
+            "missing_drives": [m.to_dict() for m in self.missing_drives],
+            **({"plot_ids": plot_ids_to_dict(self.plot_ids)} if self.plot_ids is not None else {}),
             "extra": self.extra,
         }
 
@@ -319,6 +342,8 @@ class HarvesterSnapshot:
                 receives_available=_parse_count(data.get("receives_available"), "receives_available"),
                 receiving=_parse_receiving(data.get("receiving")),
                 receive_protocol=_parse_protocol(data.get("receive_protocol")),
+                missing_drives=_parse_missing(data.get("missing_drives")),
+                plot_ids=plot_ids_from_dict(data.get("plot_ids")),  # never raises: garbage is "not known"
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"export is malformed: {exc}") from None

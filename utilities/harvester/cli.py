@@ -131,6 +131,14 @@ def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path
     offline = db.offline_drives()
     wanted = args.online_hdd.rstrip("/")
     name = next((n for n, mp in offline.items() if wanted in (n, mp.rstrip("/"))), None)
+    if name is None:
+        from utilities.harvester.drive_presence import forget_drive
+
+        forgotten = forget_drive(db, args.online_hdd)  # a missing drive the farmer knows is not coming back
+        if forgotten is not None:
+            print(f"{forgotten.name} ({forgotten.mountpoint}) was missing with {forgotten.plots} plots: "
+                  "forgotten, no longer listed as missing")
+            return 0
     if name is None:  # named, whether or not any drive is offline: the farmer sees which one
         others = f"offline drives: {', '.join(offline)}" if offline else "no drive is offline"
         raise DriveError(f"drive {args.online_hdd!r} is not offline ({others})")

@@ -26,7 +26,13 @@ import psutil
 from natsort import natsorted
 
 from utilities.errors import DriveError, PlotFileError, UsageError
-from utilities.plots import FORMAT_PLOT_GROUP, is_counted_plot_name, is_plot_group_name, read_plot_header
+from utilities.plots import (
+    FORMAT_PLOT_GROUP,
+    is_counted_plot_name,
+    is_plot_group_name,
+    plot_id_from_name,
+    read_plot_header,
+)
 from utilities.settings.harvester import DriveDiscoverySettings
 from utilities.state import CachedHeader
 
@@ -73,6 +79,9 @@ class DriveState:
     plot_bytes: int = 0
     plots_last_24h: int = 0
     mounted: bool = True
+    # The plot id (hex) of each counted plot, None where unknown: the export's compact id
+    # list (utilities/harvester/plot_ids.py) that -fr finds duplicates in.
+    plot_ids: tuple[str | None, ...] = ()
 
     @property
     def name(self) -> str:
@@ -322,10 +331,12 @@ def scan_drive(
         return DriveState(location, 0, 0, 0, mounted=False)
     counts = {"og": 0, "pool": 0, "unknown": 0}
     plot_bytes = recent = 0
+    plot_ids: list[str | None] = []
 
     def count(path: str, header: CachedHeader) -> None:
         nonlocal plot_bytes, recent
         result.seen_paths.add(path)
+        plot_ids.append(header.plot_id or plot_id_from_name(os.path.basename(path)))
         counts[header.kind if header.kind in counts else "unknown"] += 1
         plot_bytes += header.size
         if now - header.mtime_ns / 1e9 < DAY_SECONDS:
@@ -371,6 +382,7 @@ def scan_drive(
         plots_unknown=counts["unknown"],
         plot_bytes=plot_bytes,
         plots_last_24h=recent,
+        plot_ids=tuple(plot_ids),
     )
 
 

@@ -2,6 +2,12 @@
 
 This harvester's live snapshot plus every other harvester's export (fetched in parallel over
 SSH). A harvester that is down or answers garbage is shown as such; it never breaks the report.
+
+A plot held twice (on two drives, or on two harvesters) is farmed once and wastes a slot: the
+exports carry the plot ids each drive holds (compactly, utilities/harvester/plot_ids.py), the
+report lists every duplicate with its copies, and the farm's plot total counts each plot once.
+Each harvester's own section still counts the files it holds. Plot drives that vanished from a
+harvester (utilities/harvester/drive_presence.py) are listed in its section.
 """
 
 from __future__ import annotations
@@ -9,9 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from utilities.errors import UsageError
+from utilities.harvester.plot_ids import Duplicate, find_duplicates
 from utilities.harvester_export import TIB, HarvesterSnapshot
 from utilities.text import REPORT_WIDTH, banner, report_line
 
@@ -22,6 +31,16 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 class FarmView:
     harvesters: dict[str, HarvesterSnapshot]
     problems: dict[str, str]  # harvester -> why it is missing from the totals
+
+    @cached_property
+    def duplicates(self) -> list[Duplicate]:
+        """Plots held more than once among the harvesters whose exports carry plot ids."""
+        return find_duplicates({n: s.plot_ids for n, s in self.harvesters.items() if s.plot_ids is not None})
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Harvesters whose exports carry no plot ids (older versions): not searched for duplicates."""
+        return [n for n, s in self.harvesters.items() if s.plot_ids is None]
 
 
 def build_view(local: HarvesterSnapshot, remote: Mapping[str, HarvesterSnapshot | Exception]) -> FarmView:
@@ -47,8 +66,15 @@ def farm_totals(view: FarmView) -> dict[str, Any]:
     plot_tib = sum(s.plots_last_24h * s.plot_size_bytes for s in snaps) / TIB
     replacing = any(s.extra.get("replace_non_pool_plots") for s in snaps)
     available = [s.receives_available for s in snaps if s.receives_available is not None]
+    files = sum(s.total_plots for s in snaps)
+    extra_copies = sum(d.extra_copies for d in view.duplicates)
     return {
-        "plots": sum(s.total_plots for s in snaps),
+        "plots": files - extra_copies,  # each plot once: a second copy farms nothing
+        "plot_files": files,
+        "duplicate_plots": len(view.duplicates),
+        "duplicate_copies": extra_copies,  # copies beyond the first, left out of "plots"
+        "duplicates_unchecked": view.unchecked,
+        "missing_drives": sum(len(s.missing_drives) for s in snaps),
         "og_plots": og,
         "pool_plots": sum(s.pool_plots for s in snaps),
         "chia_plots": sum(chia_known) if chia_known else None,
@@ -73,6 +99,7 @@ def farm_report_text(view: FarmView) -> str:
     lines = banner("Farm Wide Plot Report")
     rows: list[tuple[str, object]] = [
         ("Total Number of Plots on Farm:", totals["plots"]),
+        ("Duplicate Plot Copies (not counted above):", totals["duplicate_copies"]),
         ("Total Number of Plots Chia is Farming:", totals["chia_plots"]),
         ("Total Amount of Drive Space (TiB) Chia is Farming:", totals["chia_tib"]),
         ("Total Number of Systemwide Plots Drives:", totals["drives"]),
@@ -88,8 +115,10 @@ def farm_report_text(view: FarmView) -> str:
         ),
         ("Plots Being Received Now:", totals["receives_in_flight"]),
         ("Receives Available Now:", totals["receives_available"]),
+        ("Missing Plot Drives:", totals["missing_drives"]),
     ]
     lines += [report_line(label, value) for label, value in rows]
+    lines += duplicate_lines(view)
     for name, snap in view.harvesters.items():
         lines += banner(f"{name} Harvester Report")
         section: list[tuple[str, object]] = []
@@ -120,6 +149,11 @@ def farm_report_text(view: FarmView) -> str:
             report_line(f"Receiving Now on {r.drive}:", f"{100 * r.fraction:.0f}% at {r.bytes_per_second / 1e6:.1f} MB/s")
             for r in snap.receiving if r.plot
         ]
+        lines += [
+            f"MISSING DRIVE: {m.name} ({m.mountpoint}), {m.plots} plots, since "
+            f"{datetime.fromtimestamp(m.since).isoformat(sep=' ', timespec='minutes')}: {m.reason}"
+            for m in snap.missing_drives
+        ]
     for name, reason in view.problems.items():
         lines += banner(f"{name} Harvester Report")
         lines.append(f"UNREACHABLE: {reason}"[:200])
@@ -127,12 +161,36 @@ def farm_report_text(view: FarmView) -> str:
     return "\n".join(lines)
 
 
+DUPLICATES_SHOWN = 50  # text report; --json lists them all
+
+
+def duplicate_lines(view: FarmView) -> list[str]:
+    """-fr's duplicates: each plot id prefix (as in the file name) and where its copies are."""
+    lines = []
+    if view.duplicates:
+        lines += banner("Duplicate Plots (farmed once, each extra copy wastes a slot)")
+        for dup in view.duplicates[:DUPLICATES_SHOWN]:
+            lines.append(f"{dup.prefix}: " + ", ".join(str(c) for c in dup.copies))
+        if len(view.duplicates) > DUPLICATES_SHOWN:
+            lines.append(f"... and {len(view.duplicates) - DUPLICATES_SHOWN} more (-fr --json lists them all)")
+    if view.unchecked:
+        lines.append(f"Not checked for duplicates (no plot ids in their export): {', '.join(view.unchecked)}")
+    return lines
+
+
+def _export_without_ids(snap: HarvesterSnapshot) -> dict[str, Any]:
+    data = snap.to_dict()
+    data.pop("plot_ids", None)  # ~320 KB per 30,000 plots; the duplicates are listed instead
+    return data
+
+
 def farm_report_data(view: FarmView) -> dict[str, Any]:
-    """-fr --json: the totals, and each harvester's export as it is (receive set, receives in
-    flight and available included)."""
+    """-fr --json: the totals, the duplicates, and each harvester's export as it is (receive set,
+    receives in flight and available, missing drives included; its plot ids left out)."""
     return {
         "totals": farm_totals(view),
-        "harvesters": {name: snap.to_dict() for name, snap in view.harvesters.items()},
+        "duplicates": [d.to_dict() for d in view.duplicates],
+        "harvesters": {name: _export_without_ids(snap) for name, snap in view.harvesters.items()},
     }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from utilities.chia_log import last_farming_status
 from utilities.config import Settings
 from utilities.harvester.drive_choice import choose_local_receive_target
+from utilities.harvester.drive_presence import missing_drives, track_presence
 from utilities.harvester.drives import (
     DriveLocation,
     DriveState,
@@ -27,6 +28,7 @@ from utilities.harvester.drives import (
     probe_uuids,
     scan_drives,
 )
+from utilities.harvester.plot_ids import encode_prefixes
 from utilities.harvester.receive_set import RECEIVE_KEY, live_receives, update_receive_set, with_receive_set
 from utilities.harvester.smart import SmartInfo, read_many
 from utilities.harvester.stale_parts import RemovedPart, removed_last_day, resumable_parts, sweep_stale_parts
@@ -144,6 +146,8 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
         stale_parts=removed_last_day(db, now),
         resumable_parts=resumable_parts(db),
         receiving=live_receives(settings),
+        missing_drives=missing_drives(db, summaries, set(offline), now),
+        plot_ids={s.name: encode_prefixes(s.plot_ids) for s in states if s.mounted},
     )
     snapshot = with_receive_set(snapshot, db.get(RECEIVE_KEY) or {}, settings.harvester.receives_per_drive)
     return Scan(locations, states, snapshot, result.headers_read, removed)
@@ -294,6 +298,8 @@ def run_harvester_pass(
     outcome.snapshot = scan.snapshot
     write_export(scan.snapshot, settings.export_path)
     temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    outcome.alerts += track_presence(db, notifier, settings.hostname, scan.snapshot.drives,
+                                     set(db.offline_drives()), scan.snapshot.generated_at)
     if settings.harvester.metrics_dir is not None:
         write_textfile(settings.harvester.metrics_dir, "plot_manager_harvester", harvester_metrics(scan.snapshot, temperatures))
     log.debug(

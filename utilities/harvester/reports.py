@@ -120,8 +120,24 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "stale_part_bytes_freed_24h": snap.stale_parts.bytes,
         "resumable_parts": snap.resumable_parts.files,
         "resumable_part_bytes": snap.resumable_parts.bytes,
+        "missing_drives": missing_drives_data(snap),
         "drives": [d.__dict__ for d in snap.drives],
     }
+
+
+def missing_drives_data(snap: HarvesterSnapshot) -> list[dict[str, Any]]:
+    """Plot drives that vanished and have not come back (utilities/harvester/drive_presence.py)."""
+    return [{**m.to_dict(), "since": datetime.fromtimestamp(m.since).isoformat(timespec="seconds")}
+            for m in snap.missing_drives]
+
+
+def missing_drives_lines(missing: Sequence[Mapping[str, Any]]) -> list[str]:
+    """-pr's "Missing Plot Drives" section: per drive its mountpoint, the plots it held, since when."""
+    lines = [report_line("Missing Plot Drives:", len(missing) or "none")]
+    for m in missing:
+        lines.append(f"    {m['name']}: {m['mountpoint']}, {m['plots']} plots, missing since {m['since']}")
+        lines.append(f"      {m['reason']}")
+    return lines
 
 
 def resumable_parts_text(files: int, held: int) -> str:
@@ -188,6 +204,7 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
     rows.append(("Kept Part Files:", resumable_parts_text(data["resumable_parts"], data["resumable_part_bytes"])))
     lines += [report_line(label, value) for label, value in rows]
     lines += receiving_lines(data["receiving"])
+    lines += missing_drives_lines(data["missing_drives"])
     lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 
