@@ -132,18 +132,18 @@ def _the_dashboard_shows_the_farm(farm: E2EFarm, driver: object, tmp_path: Path,
     from selenium.webdriver.common.by import By
 
     plots_dir = _configure_chianas01(farm, tmp_path)
-    copy_plot("og", farm.harvesters["chianas01"].drives.drives[0].mountpoint)
+    copy_plot("og", farm.harvesters["chianas01"].drives.drives[0].mountpoint, patch_id=True)
     for _ in range(2):
-        copy_plot("pool", farm.harvesters["chianas02"].drives.drives[0].mountpoint)
-    copy_plot("pool", farm.harvesters["chianas03"].drives.drives[0].mountpoint)
+        copy_plot("pool", farm.harvesters["chianas02"].drives.drives[0].mountpoint, patch_id=True)
+    copy_plot("pool", farm.harvesters["chianas03"].drives.drives[0].mountpoint, patch_id=True)
     # A drive named with markup on chianas02: mounted under that name, scanned, exported, fetched.
     chianas02 = farm.harvesters["chianas02"]
     named = stack.enter_context(LoopDrives(chianas02.root / "mnt", [f"enclosure0/front/column0/{SCRIPT_DRIVE}"], size_mb=64))
-    copy_plot("og", named.drives[0].mountpoint)
+    copy_plot("og", named.drives[0].mountpoint, patch_id=True)
     for name in farm.harvesters:
         farm.harvester_pass(name)
     # chianas01 sends one plot of its own to the harvester with the most room, for real.
-    copy_plot("pool", plots_dir)
+    copy_plot("pool", plots_dir, patch_id=True)
     _in_chianas01(farm, "plot_manager.py")
     _in_chianas01(farm, "coin_monitor.py")
     for name in farm.harvesters:

@@ -34,10 +34,10 @@ def farm(tmp_path: Path) -> Iterator[E2EFarm]:
 
 
 def test_farm_report_totals_and_broken_harvesters(farm: E2EFarm) -> None:
-    copy_plot("og", farm.harvesters["chianas01"].drives.drives[0].mountpoint)
+    copy_plot("og", farm.harvesters["chianas01"].drives.drives[0].mountpoint, patch_id=True)
     for _ in range(2):
-        copy_plot("pool", farm.harvesters["chianas02"].drives.drives[1].mountpoint)
-    copy_plot("pool", farm.harvesters["chianas03"].drives.drives[0].mountpoint)
+        copy_plot("pool", farm.harvesters["chianas02"].drives.drives[1].mountpoint, patch_id=True)
+    copy_plot("pool", farm.harvesters["chianas03"].drives.drives[0].mountpoint, patch_id=True)
     for name in farm.harvesters:
         farm.harvester_pass(name)
     data = json.loads(farm.harvester_pass("chianas01", "-fr", "--json").stdout)
@@ -56,6 +56,24 @@ def test_farm_report_totals_and_broken_harvesters(farm: E2EFarm) -> None:
     assert any("not JSON" in line for line in unreachable)
     data = json.loads(farm.harvester_pass("chianas01", "-fr", "--json").stdout)
     assert set(data["totals"]["unreachable"]) == {"chianas02", "chianas03"}
+
+
+def test_the_same_plot_on_two_harvesters_is_one_duplicate_counted_once(farm: E2EFarm) -> None:
+    import shutil
+
+    shared = copy_plot("pool", farm.harvesters["chianas01"].drives.drives[0].mountpoint, patch_id=True)
+    shutil.copyfile(shared, farm.harvesters["chianas03"].drives.drives[0].mountpoint / shared.name)
+    copy_plot("pool", farm.harvesters["chianas02"].drives.drives[0].mountpoint, patch_id=True)
+    for name in farm.harvesters:
+        farm.harvester_pass(name)
+    data = json.loads(farm.harvester_pass("chianas01", "-fr", "--json").stdout)
+    prefix = shared.name.removesuffix(".plot")[-64:][:16]  # patch_id: the name carries the header's id
+    assert data["duplicates"] == [{"plot_id_prefix": prefix, "copies": [
+        {"harvester": "chianas01", "drive": "drive0"}, {"harvester": "chianas03", "drive": "drive0"}]}]
+    assert (data["totals"]["plot_files"], data["totals"]["plots"], data["totals"]["duplicate_copies"]) == (3, 2, 1)
+    text = farm.harvester_pass("chianas01", "-fr").stdout.splitlines()
+    assert f"{prefix}: chianas01:drive0, chianas03:drive0" in text
+    assert next(x for x in text if x.startswith("Total Number of Plots on Farm:")).split()[-1] == "2"
 
 
 def test_uuid_search_finds_a_drive_on_another_harvester(farm: E2EFarm) -> None:
