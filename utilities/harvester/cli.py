@@ -14,6 +14,7 @@ from typing import Any
 
 from utilities.config import Settings
 from utilities.errors import DriveError, UsageError
+from utilities.harvester.drive_health import REASON_TEXT
 from utilities.harvester.drives import discover_drives, find_drive
 from utilities.harvester.farm_report import (
     FarmView,
@@ -131,6 +132,15 @@ def online_drive(args: argparse.Namespace, settings: Settings, config_path: Path
     offline = db.offline_drives()
     wanted = args.online_hdd.rstrip("/")
     name = next((n for n, mp in offline.items() if wanted in (n, mp.rstrip("/"))), None)
+    from utilities.harvester.drive_holds import release_hold
+
+    released = release_hold(db, args.online_hdd)  # held back for its SMART health or heat
+    if released is not None:
+        print(f"{released.drive} was held back ({REASON_TEXT[released.reason]}: {released.detail}); "
+              "it may receive plots again")
+        if name is None:
+            cron_pass(settings, config_path, db, wait=True)
+            return 0
     if name is None:
         from utilities.harvester.drive_presence import forget_drive
 

@@ -19,6 +19,13 @@ from pathlib import Path
 from utilities.chia_log import last_farming_status
 from utilities.config import Settings
 from utilities.harvester.drive_choice import choose_local_receive_target
+from utilities.harvester.drive_holds import (
+    HealthCheck,
+    check_drive_health,
+    held_back_list,
+    load_holds,
+    send_hold_alerts,
+)
 from utilities.harvester.drive_presence import missing_drives, track_presence
 from utilities.harvester.drives import (
     DriveLocation,
@@ -29,7 +36,13 @@ from utilities.harvester.drives import (
     scan_drives,
 )
 from utilities.harvester.plot_ids import encode_prefixes
-from utilities.harvester.receive_set import RECEIVE_KEY, live_receives, update_receive_set, with_receive_set
+from utilities.harvester.receive_set import (
+    RECEIVE_KEY,
+    live_receives,
+    unavailable_drives,
+    update_receive_set,
+    with_receive_set,
+)
 from utilities.harvester.smart import SmartInfo, read_many
 from utilities.harvester.stale_parts import RemovedPart, removed_last_day, resumable_parts, sweep_stale_parts
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
@@ -142,6 +155,7 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
         extra={
             "replace_non_pool_plots": settings.harvester.replace_non_pool_plots,
             **_recorded_local_drive(settings, db),
+            "held_back": held_back_list(load_holds(db)),
         },
         stale_parts=removed_last_day(db, now),
         resumable_parts=resumable_parts(db),
@@ -172,7 +186,7 @@ def _update_local_drive(settings: Settings, db: StateDB, scan: Scan, outcome: Pa
     if not h.local_moves.enabled:
         return
     snap = scan.snapshot
-    offline = {d.name for d in snap.drives if d.offline}
+    offline = unavailable_drives(snap)
     chosen, replace = choose_local_receive_target(
         scan.states, offline, settings.plot_size_bytes, outcome.chosen_set,
         h.reserve_slots, h.receive_drive_policy, replace=h.replace_non_pool_plots,
@@ -232,10 +246,39 @@ def hot_drives(
     return result
 
 
+def _read_smart_if_due(settings: Settings, db: StateDB, snap: HarvesterSnapshot) -> dict[str, SmartInfo] | None:
+    """SMART of the mounted drives when a read is due (every temperature_check_minutes), else None.
+
+    Read before the receive set is chosen: a drive this read finds sick or hot leaves the set in
+    this very pass (utilities/harvester/drive_holds.py).
+    """
+    interval = settings.harvester.alerts.temperature_check_minutes * 60
+    last = db.get(TEMPERATURE_CHECK_KEY, 0.0)
+    if snap.generated_at - last < interval:
+        return None
+    db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
+    return read_drive_smart(settings, [d for d in snap.drives if d.mounted])
+
+
+def _check_drive_health(
+    settings: Settings, db: StateDB, scan: Scan, smart: dict[str, SmartInfo] | None
+) -> HealthCheck | None:
+    """Record the SMART read in the history and hold back the drives it finds sick or hot; the
+    snapshot then names the held drives, so the choice below leaves them out."""
+    if smart is None:
+        return None
+    check = check_drive_health(settings, db, scan.snapshot.drives, smart, scan.snapshot.generated_at)
+    snap = scan.snapshot
+    scan.snapshot = dataclasses.replace(snap, extra={**snap.extra, "held_back": held_back_list(check.holds)})
+    return check
+
+
 def _send_alerts(
-    settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome
+    settings: Settings, db: StateDB, notifier: Notifier, snap: HarvesterSnapshot, outcome: PassOutcome,
+    smart: dict[str, SmartInfo] | None = None,
 ) -> dict[str, int | None]:
-    """Latching alerts; returns the latest drive temperatures (read every few minutes only)."""
+    """Latching alerts; returns the latest drive temperatures (``smart``: this pass's SMART
+    read, made every few minutes only)."""
     for key, (active, detail) in decide_alerts(snap, settings).items():
         if db.alert_transition(key, active, detail):
             outcome.alerts.append(key)
@@ -248,13 +291,9 @@ def _send_alerts(
                     template=None,
                 )
             )
-    interval = settings.harvester.alerts.temperature_check_minutes * 60
-    last = db.get(TEMPERATURE_CHECK_KEY, 0.0)
-    if snap.generated_at - last < interval:
+    if smart is None:
         return db.get(TEMPERATURES_KEY, {})
-    db.set(TEMPERATURE_CHECK_KEY, snap.generated_at)
     mounted = [d for d in snap.drives if d.mounted]
-    smart = read_drive_smart(settings, mounted)
     limit = settings.harvester.alerts.temperature_limit_c
     newly_hot = []
     for key, (active, detail) in hot_drives(mounted, smart, limit).items():
@@ -287,6 +326,8 @@ def run_harvester_pass(
     """One cron pass. The caller holds the drive_manager lock."""
     scan = scan_harvester(settings, db, now, sweep_parts=True)
     outcome = PassOutcome(scan.snapshot, previous_drive=scan.snapshot.receive_drive, chosen_drive=None)
+    smart = _read_smart_if_due(settings, db, scan.snapshot)
+    health = _check_drive_health(settings, db, scan, smart)
     _update_receive_drive(settings, config_path, db, scan, notifier, outcome)
     _update_local_drive(settings, db, scan, outcome)
     # The drive temperatures of the last SMART read (every temperature_check_minutes), so farm
@@ -297,7 +338,9 @@ def run_harvester_pass(
     )
     outcome.snapshot = scan.snapshot
     write_export(scan.snapshot, settings.export_path)
-    temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome)
+    temperatures = _send_alerts(settings, db, notifier, scan.snapshot, outcome, smart)
+    if health is not None and send_hold_alerts(settings, db, notifier, scan.snapshot.hostname, health):
+        outcome.alerts.append("drive_held_back")
     outcome.alerts += track_presence(db, notifier, settings.hostname, scan.snapshot.drives,
                                      set(db.offline_drives()), scan.snapshot.generated_at)
     if settings.harvester.metrics_dir is not None:

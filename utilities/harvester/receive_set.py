@@ -19,6 +19,7 @@ from typing import Any
 
 from utilities.config import Settings
 from utilities.harvester.drive_choice import ReceiveChoice, choose_receive_set
+from utilities.harvester.drive_holds import held_names
 from utilities.harvester.drives import DriveLocation, DriveState
 from utilities.harvester.reports import format_health, format_temperature
 from utilities.harvester.smart import SmartInfo, read_smart
@@ -43,6 +44,12 @@ def claims_dir(settings: Settings) -> Path:
 def live_receives(settings: Settings) -> tuple[ReceiveInFlight, ...]:
     """The receives in flight now (held claims), read without taking a lock."""
     return tuple(receives_in_flight(claims_dir(settings)))
+
+
+def unavailable_drives(snap: HarvesterSnapshot) -> set[str]:
+    """Pure: the drives no plot may go to, whatever their room: taken offline by the farmer
+    (``-off``) or held back for their health (``drive_holds``, in ``extra["held_back"]``)."""
+    return {d.name for d in snap.drives if d.offline} | held_names(snap.extra)
 
 
 def set_record(chosen: Sequence[ReceiveChoice]) -> dict[str, Any]:
@@ -128,13 +135,14 @@ def update_receive_set(
 ) -> tuple[HarvesterSnapshot, list[ReceiveChoice]]:
     """Choose the receive set, rewrite the script and the record when either changed (at once:
     running receivers keep the set they started with), and tell the farmer when the set's first
-    drive changed. Returns the snapshot showing the new set, and the set."""
+    drive changed. Returns the snapshot showing the new set, and the set. Drives taken offline
+    or held back (``unavailable_drives``) are never in it."""
     # Only the cron pass writes receive_plot.sh; the reports that scan need not import its
     # renderer (and jinja2 with it).
     from utilities.harvester.receive_script import SetDrive, install_receive_script, render_receive_script, same_script
 
     h = settings.harvester
-    offline = {d.name for d in snap.drives if d.offline}
+    offline = unavailable_drives(snap)
     chosen = choose_receive_set(
         states, offline, settings.plot_size_bytes, h.reserve_slots, h.receive_drive_policy,
         replace=h.replace_non_pool_plots, fill_empty_first=h.fill_empty_drives_first,

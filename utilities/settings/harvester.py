@@ -42,6 +42,25 @@ class HarvesterAlertSettings(Section):
     temperature_check_minutes: int = Field(default=10, ge=0)  # 0: every run
 
 
+class DriveHealthSettings(Section):
+    """The held-back rule (utilities/harvester/drive_health.py), judged at each SMART read."""
+
+    # Take sick drives out of the receive set (and the local-moves drive) automatically.
+    hold_back_sick_drives: bool = True
+    # Growth within window_hours that holds a drive until `-on DRIVE`: pending sectors (ATA
+    # 197), reallocated sectors (ATA 5; SAS grown defects) and uncorrectable sectors (ATA 198;
+    # NVMe media errors; SAS uncorrected errors).
+    pending_growth_limit: int = Field(default=1, ge=1)
+    reallocated_growth_limit: int = Field(default=8, ge=1)
+    uncorrectable_growth_limit: int = Field(default=1, ge=1)
+    window_hours: float = Field(default=24, gt=0, le=24 * 30)
+    # A drive held for its temperature (at or above alerts.temperature_limit_c) returns once it
+    # is read below the limit less this many degrees.
+    hot_hysteresis_c: int = Field(default=5, ge=0, le=30)
+    # SMART readings are kept this long in the state database (the trend in -ct needs 7).
+    history_days: int = Field(default=30, ge=8, le=366)
+
+
 class DrivePrepSettings(Section):
     # New drives are mounted at the next free <layout_root>/driveN.
     layout_root: Path | None = None
@@ -86,6 +105,7 @@ class HarvesterSettings(Section):
     # device hides the disk (LUKS on multipath, some RAID or USB set-ups).
     smart_devices: dict[str, str] = {}
     alerts: HarvesterAlertSettings = HarvesterAlertSettings()
+    health: DriveHealthSettings = DriveHealthSettings()
     # node_exporter textfile collector directory for Prometheus metrics (off when unset).
     metrics_dir: Path | None = None
     drive_prep: DrivePrepSettings = DrivePrepSettings()
