@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from utilities.cli import RoleParser, add_common_arguments, run_role  # noqa: E402
 from utilities.harvester.cli import run_drive_manager  # noqa: E402
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number above zero, or a one-line error naming the flag."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_argument("--prepare-drive", metavar="DEVICE", help="partition, format, mount and fstab a NEW empty disk (see harvester.drive_prep)")
     actions.add_argument("-off", "--offline_hdd", metavar="DRIVE", help="take a drive offline: no more plots go to it (name like drive6, or its mountpoint)")
     actions.add_argument("-on", "--online_hdd", metavar="DRIVE", help="put an offline drive back in service, or forget a missing drive that will not come back")
-    parser.add_argument("--json", action="store_true", help="with -pr, -ct or -fr: print JSON instead of text")
+    actions.add_argument("--check-plots", nargs="?", const="all", metavar="DRIVE", help="check plots with chiapos' prover, like chia plots check, at idle I/O priority within a time budget (DRIVE: a name, a mountpoint or all, the default)")
+    parser.add_argument("--challenges", type=_positive(int), metavar="N", help="with --check-plots: challenges per plot (default harvester.plot_checks.challenges, 30)")
+    parser.add_argument("--budget-minutes", type=_positive(float), metavar="M", help="with --check-plots: start no plot after M minutes (default harvester.plot_checks.budget_minutes)")
+    parser.add_argument("--json", action="store_true", help="with -pr, -ct, -fr or --check-plots: print JSON instead of text")
     parser.add_argument("--yes", action="store_true", help="with --prepare-drive: do not ask for confirmation")
     return parser
 

@@ -219,9 +219,18 @@ def prepare(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
     return 0
 
 
+def check_plots(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
+    # Imported here: chiapos and the checker are not needed by the minute pass.
+    from utilities.harvester.plot_check_run import run_plot_checks
+
+    return run_plot_checks(args, settings, db)
+
+
 def run_drive_manager(args: argparse.Namespace, settings: Settings, config_path: Path) -> int:
-    if args.json and not (args.plot_report or args.check_temps or args.farm_report):
-        raise UsageError("--json goes with -pr/--plot_report, -ct/--check_temps or -fr/--farm_report")
+    if args.json and not (args.plot_report or args.check_temps or args.farm_report or args.check_plots):
+        raise UsageError("--json goes with -pr/--plot_report, -ct/--check_temps, -fr/--farm_report or --check-plots")
+    if (args.challenges or args.budget_minutes) and not args.check_plots:
+        raise UsageError("--challenges and --budget-minutes go with --check-plots")
     if args.yes and not args.prepare_drive:
         raise UsageError("--yes goes with --prepare-drive")
     with StateDB(settings.database_path) as db:
@@ -246,4 +255,5 @@ ACTIONS: tuple[tuple[str, Action], ...] = (
     ("prepare_drive", lambda a, s, c, db: prepare(a, s, db)),
     ("offline_hdd", offline_drive),
     ("online_hdd", online_drive),
+    ("check_plots", lambda a, s, c, db: check_plots(a, s, db)),
 )

@@ -61,6 +61,20 @@ class DriveHealthSettings(Section):
     history_days: int = Field(default=30, ge=8, le=366)
 
 
+class PlotCheckSettings(Section):
+    """drive_manager.py --check-plots (utilities/harvester/plot_check*.py): a cron entry works
+    through the farm a budget at a time, at idle I/O priority."""
+
+    # Challenges looked up per plot (chia plots check's default is 30).
+    challenges: int = Field(default=30, ge=1, le=100_000)
+    # No new plot is started once a run has checked for this long (a plot in progress finishes).
+    budget_minutes: float = Field(default=10, gt=0, le=7 * 24 * 60)
+    # A plot checked within this many days is skipped, unless its drive is named on the command line.
+    recheck_days: float = Field(default=30, ge=0, le=3650)
+    # Full proofs fetched and verified per plot; none: one for every quality found, like chia plots check.
+    full_proofs: int | None = Field(default=None, ge=1)
+
+
 class DrivePrepSettings(Section):
     # New drives are mounted at the next free <layout_root>/driveN.
     layout_root: Path | None = None
@@ -106,6 +120,7 @@ class HarvesterSettings(Section):
     smart_devices: dict[str, str] = {}
     alerts: HarvesterAlertSettings = HarvesterAlertSettings()
     health: DriveHealthSettings = DriveHealthSettings()
+    plot_checks: PlotCheckSettings = PlotCheckSettings()
     # node_exporter textfile collector directory for Prometheus metrics (off when unset).
     metrics_dir: Path | None = None
     drive_prep: DrivePrepSettings = DrivePrepSettings()

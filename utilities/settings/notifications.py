@@ -28,6 +28,7 @@ EVENTS: dict[str, str] = {
     "drives_filling": "Free plot slots on this host are running low.",
     "no_receive_drive": "No drive with free space is left to receive plots.",
     "drive_missing": "A plot drive vanished (unmounted, dead, its plots no longer visible), or came back.",
+    "plot_check_failed": "A plot failed its check (drive_manager.py --check-plots): no proofs, or chiapos cannot read it.",
     "farm_update": "Plot count or farm size changed since the last check.",
     "harvester_unreachable": "A harvester could not be reached over SSH or the network.",
     "transfer_failed": "A plot transfer to a harvester failed.",
