@@ -274,6 +274,20 @@ class HarvesterSnapshot:
             return None
         return self.chia_plots * self.plot_size_bytes / TIB
 
+    @property
+    def held_back(self) -> list[dict[str, Any]]:
+        """Drives held back from receiving plots for their health (utilities/harvester/drive_holds.py):
+        ``extra["held_back"]``, each {name, reason (failing/sectors/hot), detail, since, mountpoint};
+        entries another harvester's export garbled are left out (report-only)."""
+        entries = self.extra.get("held_back")
+        if not isinstance(entries, list):
+            return []
+        return [
+            {"name": e["name"], "reason": str(e.get("reason")), "detail": str(e.get("detail") or ""),
+             "since": e.get("since"), "mountpoint": e.get("mountpoint")}
+            for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)
+        ]
+
     def drive(self, name: str | None) -> DriveSummary | None:
         return next((d for d in self.drives if d.name == name), None)
 

@@ -36,6 +36,7 @@ from utilities.harvester.reports import (
     temperature_rows,
 )
 from utilities.harvester.smart import SmartInfo, read_smart
+from utilities.harvester.smart_history import grown_drives, load_trends, reading_from_smart
 from utilities.locking import exclusive_lock
 from utilities.notify import Notification, Notifier
 from utilities.replace import make_room_for
@@ -74,7 +75,10 @@ def check_temps(args: argparse.Namespace, settings: Settings, db: StateDB) -> in
     mounted = [d for d in snap.drives if d.mounted]
     smart = read_drive_smart(settings, mounted)
     limit = settings.harvester.alerts.temperature_limit_c
-    rows = temperature_rows(mounted, smart, limit)
+    live = {name: reading_from_smart(name, info, snap.generated_at) for name, info in smart.items()}
+    trends = load_trends(db, [d.name for d in mounted], snap.generated_at, live)
+    held = {h["name"]: REASON_TEXT.get(h["reason"], h["reason"]) for h in snap.held_back}
+    rows = temperature_rows(mounted, smart, limit, trends, held)
     if args.json:
         print(json.dumps({"hostname": snap.hostname, "limit_c": limit, "drives": rows}, indent=2))
     else:
@@ -84,7 +88,8 @@ def check_temps(args: argparse.Namespace, settings: Settings, db: StateDB) -> in
 
 def daily_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:
     data, smart = _report_data(settings, db)
-    context = daily_report_context(data, smart)
+    trends = load_trends(db, [d["name"] for d in data["drives"] if d["mounted"]], time.time())
+    context = daily_report_context(data, smart, grown_drives(trends.values()))
     if settings.farm.harvesters and settings.notifications.events.get("farm_update"):
         context["farm_report_text"] = farm_report_text(_farm_view(settings, db))
     notifier = Notifier(settings.notifications)

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from utilities.harvester.drive_health import REASON_TEXT
 from utilities.harvester.smart import SmartInfo
+from utilities.harvester.smart_history import DriveTrend
 from utilities.harvester_export import TIB, DriveSummary, HarvesterSnapshot
 from utilities.text import (
     MISSING,
@@ -121,8 +123,25 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "resumable_parts": snap.resumable_parts.files,
         "resumable_part_bytes": snap.resumable_parts.bytes,
         "missing_drives": missing_drives_data(snap),
+        "held_back": held_back_data(snap),
         "drives": [d.__dict__ for d in snap.drives],
     }
+
+
+def held_back_data(snap: HarvesterSnapshot) -> list[dict[str, Any]]:
+    """Drives held back from receiving for their health (utilities/harvester/drive_holds.py)."""
+    return [{**h, "since": datetime.fromtimestamp(h["since"]).isoformat(timespec="seconds")
+             if isinstance(h.get("since"), (int, float)) else None} for h in snap.held_back]
+
+
+def held_back_lines(held: Sequence[Mapping[str, Any]]) -> list[str]:
+    """-pr's "Held Back Plot Drives" section: per drive why, and how it comes back."""
+    lines = [report_line("Held Back Plot Drives:", len(held) or "none")]
+    for h in held:
+        back = "returns when it cools down" if h["reason"] == "hot" else f"back with -on {h['name']}"
+        lines.append(f"    {h['name']}: {REASON_TEXT.get(h['reason'], h['reason'])} since {h['since']} ({back})")
+        lines.append(f"      {h['detail']}")
+    return lines
 
 
 def missing_drives_data(snap: HarvesterSnapshot) -> list[dict[str, Any]]:
@@ -205,14 +224,18 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
     lines += [report_line(label, value) for label, value in rows]
     lines += receiving_lines(data["receiving"])
     lines += missing_drives_lines(data["missing_drives"])
+    lines += held_back_lines(data["held_back"])
     lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 
 
 def temperature_rows(
-    drives: Sequence[DriveSummary], smart: Mapping[str, SmartInfo], limit_c: int
+    drives: Sequence[DriveSummary], smart: Mapping[str, SmartInfo], limit_c: int,
+    trends: Mapping[str, DriveTrend] | None = None, held: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per drive for -ct; ``hot`` marks drives at or above the configured limit."""
+    """One row per drive for -ct; ``hot`` marks drives at or above the configured limit; with
+    ``trends`` (the SMART history) each row has its ``trend``, with ``held`` (drive -> why) the
+    drives held back."""
     rows = []
     for drive in drives:
         info = smart.get(drive.name)
@@ -230,7 +253,28 @@ def temperature_rows(
                 "hot": temp is not None and temp >= limit_c,
             }
         )
+        if trends is not None:
+            trend = trends.get(drive.name)
+            rows[-1]["trend"] = trend.to_dict() if trend else None
+            rows[-1]["held_back"] = (held or {}).get(drive.name)
     return rows
+
+
+def _trend_cells(row: Mapping[str, Any]) -> list[str]:
+    """-ct's history columns: temperature 24 h and 7 d ago, and each sector count now/24h/7d."""
+    trend = row.get("trend")
+
+    def value(when: str, key: str) -> str:
+        found = trend[when][key] if trend else None
+        return MISSING if found is None else str(found)
+
+    cells = [value("24h", "temperature_c"), value("7d", "temperature_c")]
+    cells += ["/".join(value(when, key) for when in ("now", "24h", "7d"))
+              for key in ("reallocated", "pending", "offline_uncorrectable")]
+    return [*cells, row.get("held_back") or ""]
+
+
+TREND_HEADERS = ["24h", "7d", "Realloc now/24h/7d", "Pending now/24h/7d", "Uncorr. now/24h/7d", "Held back"]
 
 
 def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], limit_c: int) -> str:
@@ -243,19 +287,24 @@ def temperature_report_text(hostname: str, rows: Sequence[Mapping[str, Any]], li
                 r["device"],
                 r["drive"],
                 temperature_text(r["state"], r["temperature_c"]),
+                *(_trend_cells(r) if "trend" in r else []),
                 "HOT" if r["hot"] else "",
             ]
             for r in rows
         ],
-        headers=["Serial#", "Device", "Drive", "Temp", f">= {limit_c}°C"],
+        headers=["Serial#", "Device", "Drive", "Temp", *(TREND_HEADERS if any("trend" in r for r in rows) else []),
+                 f">= {limit_c}°C"],
         tablefmt="simple",
     )
     width = max([REPORT_WIDTH] + [len(line) for line in table.splitlines()])
     return "\n".join(banner(f"{hostname} Temperature Report", width) + [table, "#" * width])
 
 
-def daily_report_context(data: Mapping[str, Any], smart: SmartInfo | None) -> dict[str, Any]:
-    """The template context of the daily report email (see templates/daily_report.*.j2)."""
+def daily_report_context(
+    data: Mapping[str, Any], smart: SmartInfo | None, grown: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The template context of the daily report email (see templates/daily_report.*.j2);
+    ``grown``: the drives whose sector counts grew in 24 h (smart_history.grown_drives)."""
     receive_total = next(
         (d["total_bytes"] for d in data["drives"] if d["name"] == data["receive_drive"]), None
     )
@@ -280,4 +329,6 @@ def daily_report_context(data: Mapping[str, Any], smart: SmartInfo | None) -> di
         "plots_per_hour": data["plots_per_hour"],
         "tib_per_day": data["tib_per_day"],
         "days_to_fill": data["days_to_fill"],
+        "grown_drives": list(grown),
+        "held_back": data.get("held_back", []),
     }

@@ -148,10 +148,12 @@ class DriveTrend:
     now: Reading | None
     day_ago: Reading | None
     week_ago: Reading | None
+    # What 24-hour growth is measured from: ``day_ago``, or with a younger history its first read.
+    day_base: Reading | None = None
 
     @property
     def grown_24h(self) -> dict[str, tuple[int, int]]:
-        return growth(self.now, self.day_ago) if self.now else {}
+        return growth(self.now, self.day_base) if self.now else {}
 
     def to_dict(self) -> dict[str, object]:
         """The trend as ``-ct --json`` shows it: per value now, 24 h and 7 d ago (null: unknown)."""
@@ -182,6 +184,7 @@ def drive_trend(drive: str, readings: Sequence[Reading], now: float, state: str 
         now=latest,
         day_ago=reading_at_or_before(readings, now - DAY, serial) if latest else None,
         week_ago=reading_at_or_before(readings, now - WEEK, serial) if latest else None,
+        day_base=baseline(readings, now - DAY, latest) if latest else None,
     )
 
 
@@ -254,13 +257,18 @@ def load_anchors(
     return sorted(found, key=lambda r: r.read_at)
 
 
-def load_trends(db: StateDB, drives: Iterable[str], now: float, states: Mapping[str, str] | None = None) -> dict[str, DriveTrend]:
-    """Each drive's trend from the stored history (``states``: the live state of a read now)."""
-    states = states or {}
+def load_trends(
+    db: StateDB, drives: Iterable[str], now: float, live: Mapping[str, Reading] | None = None
+) -> dict[str, DriveTrend]:
+    """Each drive's trend from the stored history; ``live``: reads made now and not stored
+    (``-ct`` reads for itself), which are "now" for a drive that was read, and give its state."""
+    live = live or {}
     trends = {}
     for drive in drives:
-        readings = load_anchors(db, drive, (now - DAY, now - WEEK))
-        trends[drive] = drive_trend(drive, readings, now, states.get(drive))
+        current = live.get(drive)
+        latest = current if current is not None and current.active else None
+        readings = load_anchors(db, drive, (now - DAY, now - WEEK), latest=latest, oldest_after=now - DAY)
+        trends[drive] = drive_trend(drive, readings, now, current.state if current else None)
     return trends
 
 

@@ -111,11 +111,28 @@ def test_anchors_give_the_same_trend_as_the_whole_history(db, reads) -> None:
     assert len(load_anchors(db, "drive1", (NOW - DAY, NOW - 7 * DAY))) == 3
 
 
+def test_growth_in_a_history_younger_than_a_day_counts_from_its_first_read(db, reads) -> None:
+    record_readings(db, [reading_from_smart("drive1", reads["healthy"], NOW - 3 * HOUR)])
+    record_readings(db, [reading_from_smart("drive1", reads["pending2"], NOW - HOUR)])
+    record_readings(db, [reading_from_smart("drive1", reads["pending5"], NOW)])
+    trend = load_trends(db, ["drive1"], NOW)["drive1"]
+    assert trend.day_ago is None and trend.grown_24h["pending"] == (0, 5)
+
+
 def test_a_drive_in_standby_shows_its_last_values_and_its_state(db, reads) -> None:
     record_readings(db, [reading_from_smart("drive1", reads["pending2"], NOW - 2 * HOUR)])
     record_readings(db, [reading_from_smart("drive1", reads["standby"], NOW)])
-    trend = load_trends(db, ["drive1"], NOW, {"drive1": "standby"})["drive1"]
+    live = {"drive1": reading_from_smart("drive1", reads["standby"], NOW + 60)}
+    trend = load_trends(db, ["drive1"], NOW + 60, live)["drive1"]
     assert trend.state == "standby" and trend.now.pending == 2
+
+
+def test_a_live_read_is_now_in_the_trend(db, reads) -> None:
+    record_readings(db, [reading_from_smart("drive1", reads["pending2"], NOW - 25 * HOUR)])
+    live = {"drive1": reading_from_smart("drive1", reads["pending5"], NOW)}
+    trend = load_trends(db, ["drive1"], NOW, live)["drive1"]
+    assert trend.state == "active" and (trend.now.pending, trend.day_ago.pending) == (5, 2)
+    assert len(history(db, "drive1")) == 1  # -ct's own read is not stored
 
 
 def _settings(**health):
