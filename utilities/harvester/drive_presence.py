@@ -204,8 +204,15 @@ def diff_presence(
 # -- state and effects ----------------------------------------------------------------------------
 
 
+def _ensure_table(db: StateDB) -> None:
+    """Create the table on first use; looked up first, so a report does not queue for the write
+    lock behind a running cron pass just to learn the table is there."""
+    if not db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'drive_presence'"):
+        db.ensure_tables(SCHEMA)
+
+
 def load_records(db: StateDB) -> dict[str, DriveRecord]:
-    db.ensure_tables(SCHEMA)
+    _ensure_table(db)
     rows = db.query("SELECT name, mountpoint, device, uuid, plots, missing_since, reason FROM drive_presence")
     return {row[0]: DriveRecord(*row) for row in rows}
 
@@ -216,6 +223,7 @@ def save_records(db: StateDB, before: Mapping[str, DriveRecord], after: Mapping[
     changed = [r for name, r in after.items() if before.get(name) != r]
     if not gone and not changed:
         return
+    _ensure_table(db)
     with db.transaction() as cur:
         cur.executemany("DELETE FROM drive_presence WHERE name = ?", ((n,) for n in gone))
         cur.executemany(

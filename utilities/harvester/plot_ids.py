@@ -31,16 +31,20 @@ PREFIX_HEX = 2 * PREFIX_BYTES
 def encode_prefixes(plot_ids: Iterable[str | None]) -> bytes:
     """Pure: the sorted, concatenated id prefixes of ``plot_ids`` (hex ids; None and ids that
     are not hex, or too short, are skipped: a plot whose id we do not know cannot be matched)."""
-    out = []
-    for plot_id in plot_ids:
-        if not plot_id or len(plot_id) < PREFIX_HEX:
-            continue
-        try:
-            out.append(bytes.fromhex(plot_id[:PREFIX_HEX]))
-        except ValueError:
-            continue
-    out.sort()  # the same plot twice on one drive stays twice: it is a duplicate too
-    return b"".join(out)
+    # Lower-case hex sorts as its bytes do, so the strings are sorted and converted in one call
+    # (the minute pass does this for every plot of the harvester: 30,000 single conversions
+    # cost five times as much). The same plot twice on one drive stays twice: a duplicate too.
+    hexes = sorted(p[:PREFIX_HEX] for p in plot_ids if p and len(p) >= PREFIX_HEX)
+    try:
+        return bytes.fromhex("".join(hexes))
+    except ValueError:  # an id that is not hex (never from a header or a chia name): skip it
+        out = []
+        for prefix in hexes:
+            try:
+                out.append(bytes.fromhex(prefix))
+            except ValueError:
+                continue
+        return b"".join(out)
 
 
 def prefixes_of(blob: bytes) -> list[bytes]:
