@@ -61,7 +61,9 @@ def _report_data(settings: Settings, db: StateDB) -> tuple[dict[str, Any], Smart
         read_smart(settings.smart_device(receive.name, receive.mountpoint, receive.device), smartctl=settings.harvester.smartctl)
         if receive else None
     )
-    return plot_report_data(snap, smart), smart
+    from utilities.harvester.plot_check_store import failing_plots
+
+    return plot_report_data(snap, smart, [r.to_dict() for r in failing_plots(db)]), smart
 
 
 def plot_report(args: argparse.Namespace, settings: Settings, db: StateDB) -> int:

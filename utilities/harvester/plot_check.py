@@ -167,6 +167,15 @@ def plan_checks(
     return never + [plot for _, _, plot in done]
 
 
+def budget_allows(elapsed: float, budget_seconds: float, checked: int) -> bool:
+    """Whether a run may start another plot: while within budget, and always for its first plot.
+
+    The budget only stops new plots (a plot is never abandoned halfway). A run that checked
+    nothing would leave the next run where it started, so the first plot is always checked.
+    """
+    return checked == 0 or elapsed < budget_seconds
+
+
 def summarise(outcomes: Sequence[tuple[PlotFile, CheckOutcome]], elapsed: float, left: int) -> dict[str, Any]:
     """The run's totals: counts per result, plots per minute, bytes read per plot.
 

@@ -32,6 +32,7 @@ from utilities.harvester.plot_check import (
     RESULT_LABELS,
     CheckOutcome,
     PlotFile,
+    budget_allows,
     cannot_check_reason,
     plan_checks,
     summarise,
@@ -207,7 +208,7 @@ def _checks(
     plan = plan_checks(plots, records, time.time(), cfg.recheck_days, named)
     checked: list[tuple[PlotFile, CheckOutcome]] = []
     for plot in plan:
-        if time.monotonic() - started >= budget_seconds:
+        if not budget_allows(time.monotonic() - started, budget_seconds, len(checked)):
             break
         outcome = check_one(plot, headers, challenges, cfg.full_proofs)
         save_result(db, plot, outcome, time.time())

@@ -88,8 +88,13 @@ def receive_set_data(snap: HarvesterSnapshot) -> dict[str, Any]:
     }
 
 
-def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -> dict[str, Any]:
-    """The -pr figures as plain data: the JSON output, and the source of the text layout."""
+def plot_report_data(
+    snap: HarvesterSnapshot, receive_smart: SmartInfo | None, failing_checks: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """The -pr figures as plain data: the JSON output, and the source of the text layout.
+
+    ``failing_checks``: the plots whose last --check-plots failed (plot_check_store.failing_plots).
+    """
     receive = snap.drive(snap.receive_drive)
     return {
         "hostname": snap.hostname,
@@ -124,8 +129,21 @@ def plot_report_data(snap: HarvesterSnapshot, receive_smart: SmartInfo | None) -
         "resumable_part_bytes": snap.resumable_parts.bytes,
         "missing_drives": missing_drives_data(snap),
         "held_back": held_back_data(snap),
+        "failing_plot_checks": [{**f, "checked_at": datetime.fromtimestamp(f["checked_at"]).isoformat(timespec="seconds")}
+                                for f in failing_checks],
         "drives": [d.__dict__ for d in snap.drives],
     }
+
+
+def failing_checks_lines(failing: Sequence[Mapping[str, Any]]) -> list[str]:
+    """-pr's "Plots Failing Their Check" section: per plot its drive, what failed and when."""
+    lines = [report_line("Plots Failing Their Check:", len(failing) or "none")]
+    for f in failing:
+        what = "no proofs" if f["result"] == "no_proofs" else "read error"
+        lines.append(f"    {f['drive']}: {f['plot']}")
+        lines.append(f"      {what}, {f['proofs']}/{f['challenges']} proofs, checked {f['checked_at']}"
+                     + (f": {f['error']}" if f.get("error") else ""))
+    return lines
 
 
 def held_back_data(snap: HarvesterSnapshot) -> list[dict[str, Any]]:
@@ -225,6 +243,7 @@ def plot_report_text(data: Mapping[str, Any], size_label: str) -> str:
     lines += receiving_lines(data["receiving"])
     lines += missing_drives_lines(data["missing_drives"])
     lines += held_back_lines(data["held_back"])
+    lines += failing_checks_lines(data.get("failing_plot_checks", []))
     lines.append("#" * REPORT_WIDTH)
     return "\n".join(lines)
 
