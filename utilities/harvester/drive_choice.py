@@ -1,8 +1,10 @@
 """Pure: which drives receive plots, from the network or from this harvester itself.
 
 Decided over the ``DriveState``s a scan produced (``drives.scan_drives``), with no disk touched:
-a drive is a candidate when it is mounted, not taken offline and has a free plot slot (its
+a drive is a candidate when it is mounted, not in ``offline`` and has a free plot slot (its
 free space in plots, less the reserved slots); ``fill_in_order`` or ``most_free`` orders them.
+``offline`` names every drive no plot may go to: those the farmer took offline and those held
+back for their SMART health or heat (``receive_set.unavailable_drives``).
 In replace mode drives holding old OG plots come first instead once the farm's free slots are
 down to the low-water mark (at once without ``fill_empty_first``).
 
