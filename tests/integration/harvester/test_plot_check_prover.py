@@ -110,3 +110,22 @@ def test_a_checker_that_does_not_answer_in_time_is_killed() -> None:
 def test_a_checker_answers_through_the_pipe() -> None:
     answer = run_in_child(divmod, (17, 5), timeout=60)
     assert answer.answered and answer.value == (3, 2)
+
+
+def _lowered() -> tuple[list[str], int, int]:
+    import psutil
+
+    from utilities.harvester.plot_check_run import lower_priority
+
+    missed = lower_priority()
+    me = psutil.Process()
+    return missed, int(me.ionice().ioclass), me.nice()
+
+
+def test_checks_run_at_idle_io_priority_and_nice_19() -> None:
+    import psutil
+
+    answer = run_in_child(_lowered, (), timeout=60)  # in a child: the test process keeps its priority
+    missed, ioclass, nice = answer.value
+    assert missed == []
+    assert ioclass == int(psutil.IOPRIO_CLASS_IDLE) and nice == 19
