@@ -89,6 +89,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--smart", action="store_true",
                    help="let the cron pass read SMART (fake smartctl) on its normal 10-minute schedule; by "
                         "default the temperature check is pushed out so every timed pass is the same work")
+    p.add_argument("--history-days", type=int, default=30,
+                   help="SMART history kept in the state database before the SMART-pass rows are timed, one read per "
+                        "drive every --smart-every minutes (default 30 days, the default harvester.health.history_days)")
+    p.add_argument("--smart-every", type=int, default=10,
+                   help="minutes between SMART reads in that history (default 10, alerts.temperature_check_minutes)")
     p.add_argument("--keep-going", action="store_true",
                    help="report failed sanity checks and keep measuring instead of stopping")
     p.add_argument("--profile", action="store_true",
@@ -423,6 +428,104 @@ def profile_imports(env: dict[str, str]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# The pass with a SMART read due: the history write and the held-back decision (issue 14)
+# --------------------------------------------------------------------------------------------
+
+
+# A cron pass in a fresh process as cron runs it, with the SMART read made due and answered at
+# once with an active, healthy read per drive (what pySMART returns from a real disk; a real
+# read costs smartctl's time, which does not change here), so the figure is the pass's own work
+# on the read. Mode "before": the history write and the held-back decision switched off (the
+# pass as it was before issue 14: the read fed the temperature alerts only); "history": the pass
+# as it is. Prints the seconds spent in run_harvester_pass and in the history step.
+SMART_PASS_DRIVER = r"""
+import json, sys, time
+repo, config, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, repo)
+import drive_manager
+import utilities.harvester.minute_pass as mp, utilities.harvester.cli as hcli
+from utilities.harvester.smart import SmartInfo
+spent = {"pass": 0.0, "history": 0.0}
+def smart_read(settings, db, snap):
+    return {d.name: SmartInfo(device=d.device, disk=d.device, state="active", serial=f"ZL{i:06d}", model="ST20000NM007D",
+                              temperature_c=38 + i % 7, health="PASS", reallocated_sectors=i % 3, pending_sectors=0,
+                              offline_uncorrectable=0, crc_errors=0, power_on_hours=20000 + i)
+            for i, d in enumerate(snap.drives) if d.mounted}
+mp._read_smart_if_due = smart_read
+check = mp._check_drive_health
+def timed_check(*args):
+    start = time.perf_counter()
+    try:
+        return check(*args) if mode == "history" else None
+    finally:
+        spent["history"] += time.perf_counter() - start
+mp._check_drive_health = timed_check
+run_pass = hcli.run_harvester_pass
+def timed_pass(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return run_pass(*args, **kwargs)
+    finally:
+        spent["pass"] += time.perf_counter() - start
+hcli.run_harvester_pass = timed_pass
+spent["status"] = drive_manager.main(["--config", config])
+print(json.dumps(spent))
+"""
+
+
+def fill_smart_history(database: Path, drives: int, days: int, every_minutes: int, now: float) -> int:
+    """``days`` of SMART reads of every drive (as the drive names the pass gives them) into the
+    state database, like a harvester that has run that long; returns the rows written."""
+    from utilities.harvester.smart_history import Reading, record_readings
+    from utilities.state import StateDB
+
+    step = every_minutes * 60.0
+    reads = int(days * DAY / step)
+    with StateDB(database) as db:
+        names = [f"drive{n}" for n in range(drives)]
+        for k in range(reads, 0, -1):
+            at = now - k * step
+            record_readings(db, [Reading(name, at, "active", f"ZL{i:06d}", 38 + i % 7, i % 3, 0, 0, 0, 20000 + i, "PASS")
+                                 for i, name in enumerate(names)], keep_days=days + 1)
+        count = db.query("SELECT COUNT(*) FROM smart_history")[0][0]
+    return int(count)
+
+
+def check_history(database: Path, args: argparse.Namespace) -> None:
+    """The "history" passes wrote one row per drive each (the "before" ones none), and every
+    drive's rows are of one disk (the stub's serials match the filled history's)."""
+    from utilities.state import StateDB
+
+    with StateDB(database) as db:
+        per_pass = db.query("SELECT read_at, COUNT(*), COUNT(DISTINCT serial) FROM smart_history GROUP BY read_at "
+                            "ORDER BY read_at DESC LIMIT ?", (args.runs + 1,))
+        serials = db.query("SELECT COUNT(*) FROM (SELECT drive FROM smart_history GROUP BY drive "
+                           "HAVING COUNT(DISTINCT serial) > 1)")[0][0]
+    expect([count for _, count, _ in per_pass] == [args.drives] * (args.runs + 1),
+           f"the last SMART passes wrote {[c for _, c, _ in per_pass]} rows, expected {args.drives} each")
+    expect(serials == 0, f"{serials} drives have reads of two disks: the stub does not match the history")
+
+
+def smart_pass_rows(config: Path, runs: int, env: dict[str, str]) -> list[tuple[str, list[float], list[float]]]:
+    """Per mode: wall seconds of the whole process and seconds of the history step, ``runs``
+    fresh processes each, alternating so drift hits both alike."""
+    modes = {"before": ([], [], []), "history": ([], [], [])}
+    for _ in range(runs + 1):  # the first round warms caches and is dropped
+        for mode, (walls, passes, steps) in modes.items():
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", SMART_PASS_DRIVER, str(REPO), str(config), mode],
+                                  capture_output=True, text=True, env=env, cwd="/", check=True)
+            wall = time.perf_counter() - start
+            spent = json.loads(proc.stdout.strip().splitlines()[-1])
+            if spent["status"] != 0:
+                raise CheckFailed(f"SMART pass ({mode}) exited {spent['status']}: {proc.stderr[-2000:]}")
+            walls.append(wall)
+            passes.append(spent["pass"])
+            steps.append(spent["history"])
+    return [(mode, walls[1:], passes[1:], steps[1:]) for mode, (walls, passes, steps) in modes.items()]
+
+
+# --------------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------------
 
@@ -591,6 +694,21 @@ def run_benchmark(args: argparse.Namespace, scratch: Scratch) -> int:
           f"the phases, median of {args.runs}):")
     for label, seconds in warm_pass_phases(config_path, args.runs, env):
         print(f"  {seconds:7.3f} s  {label}")
+
+    if args.history_days > 0:
+        start = time.perf_counter()
+        rows = fill_smart_history(state / "state.sqlite3", args.drives, args.history_days, args.smart_every, time.time())
+        print(f"\na SMART read due in the pass (answered at once), {rows} history rows in the state database "
+              f"({args.history_days} days x {args.drives} drives every {args.smart_every} min, written in "
+              f"{time.perf_counter() - start:.0f} s); median of {args.runs} fresh processes each:")
+        print_markdown_table(
+            ("cron pass with a SMART read", "runs", "wall median s", "pass median s", "history step median s"),
+            [(("before issue 14: no history, no holds" if mode == "before" else "with the history write and holds"),
+              str(len(walls)), fmt_s(statistics.median(walls)), fmt_s(statistics.median(passes)),
+              fmt_s(statistics.median(steps))) for mode, walls, passes, steps in smart_pass_rows(config_path, args.runs, env)],
+            ["<", ">", ">", ">", ">"],
+        )
+        checker.run("the SMART passes recorded their reads", lambda: check_history(state / "state.sqlite3", args))
 
     if args.profile:
         profile_warm_pass(config_path)
