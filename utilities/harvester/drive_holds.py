@@ -105,6 +105,8 @@ def check_drive_health(
     if not health.hold_back_sick_drives:
         if previous:
             db.set(HOLDS_KEY, {})
+            for hold in previous.values():  # so a hold after the rule is switched on again alerts
+                db.alert_transition(_alert_key(hold.drive, hold.reason), False)
         return HealthCheck({}, HoldDecision({}), readings)
     policy = health_policy(settings)
     releases = load_releases(db)

@@ -161,9 +161,11 @@ def test_the_pass_step_records_decides_stores_and_on_releases(db, reads) -> None
 
 def test_holding_back_switched_off_clears_every_hold(db, reads) -> None:
     db.set(HOLDS_KEY, {"drive1": {"name": "drive1", "reason": "failing", "detail": "x", "since": NOW}})
+    db.alert_transition("held_back:failing:drive1", True)
     check = check_drive_health(_settings(hold_back_sick_drives=False), db, [_drive("drive1")],
                                {"drive1": reads["healthy"]}, NOW)
     assert check.holds == {} and load_holds(db) == {} and len(history(db, "drive1")) == 1
+    assert db.alert_transition("held_back:failing:drive1", True)  # a later hold alerts again
 
 
 def test_held_names_reads_an_export_defensively() -> None:
