@@ -203,8 +203,8 @@ def _checks(
     plots, listed = list_plots(locations)
     records = load_records(db)
     headers = db.load_headers()
-    present = {p.path for p in plots}
-    forget(db, [path for path in records if path not in present and os.path.dirname(path) in set(listed)])
+    present, listed_dirs = {p.path for p in plots}, set(listed)
+    forget(db, [path for path in records if path not in present and os.path.dirname(path) in listed_dirs])
     plan = plan_checks(plots, records, time.time(), cfg.recheck_days, named)
     checked: list[tuple[PlotFile, CheckOutcome]] = []
     for plot in plan:
