@@ -20,6 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from utilities.errors import UsageError
+from utilities.harvester.drive_health import REASON_TEXT
 from utilities.harvester.plot_ids import Duplicate, find_duplicates
 from utilities.harvester_export import TIB, HarvesterSnapshot
 from utilities.text import REPORT_WIDTH, banner, report_line
@@ -75,6 +76,7 @@ def farm_totals(view: FarmView) -> dict[str, Any]:
         "duplicate_copies": extra_copies,  # copies beyond the first, left out of "plots"
         "duplicates_unchecked": view.unchecked,
         "missing_drives": sum(len(s.missing_drives) for s in snaps),
+        "held_back_drives": sum(len(s.held_back) for s in snaps),  # for their SMART health or heat
         "og_plots": og,
         "pool_plots": sum(s.pool_plots for s in snaps),
         "chia_plots": sum(chia_known) if chia_known else None,
@@ -116,6 +118,7 @@ def farm_report_text(view: FarmView) -> str:
         ("Plots Being Received Now:", totals["receives_in_flight"]),
         ("Receives Available Now:", totals["receives_available"]),
         ("Missing Plot Drives:", totals["missing_drives"]),
+        ("Plot Drives Held Back (SMART, heat):", totals["held_back_drives"]),
     ]
     lines += [report_line(label, value) for label, value in rows]
     lines += duplicate_lines(view)
@@ -154,6 +157,8 @@ def farm_report_text(view: FarmView) -> str:
             f"{datetime.fromtimestamp(m.since).isoformat(sep=' ', timespec='minutes')}: {m.reason}"
             for m in snap.missing_drives
         ]
+        lines += [f"HELD BACK: {h['name']}: {REASON_TEXT.get(h['reason'], h['reason'])} ({h['detail']})"
+                  for h in snap.held_back]
     for name, reason in view.problems.items():
         lines += banner(f"{name} Harvester Report")
         lines.append(f"UNREACHABLE: {reason}"[:200])
