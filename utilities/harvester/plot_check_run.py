@@ -197,7 +197,7 @@ def _checks(
     named: bool, challenges: int, budget_seconds: float, out: TextIO,
 ) -> int:
     cfg = settings.harvester.plot_checks
-    for missed in lower_priority():
+    for missed in lower_priority() if cfg.idle_priority else ():
         log.warning("plot checks run without %s", missed)
     started = time.monotonic()
     plots, listed = list_plots(locations)

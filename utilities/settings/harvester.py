@@ -73,6 +73,9 @@ class PlotCheckSettings(Section):
     recheck_days: float = Field(default=30, ge=0, le=3650)
     # Full proofs fetched and verified per plot; none: one for every quality found, like chia plots check.
     full_proofs: int | None = Field(default=None, ge=1)
+    # Check at idle I/O priority and nice 19, so the harvester's lookups go first; false runs
+    # at normal priority (a one-off check of a drive nothing farms yet).
+    idle_priority: bool = True
 
 
 class DrivePrepSettings(Section):
