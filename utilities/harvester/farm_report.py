@@ -173,7 +173,7 @@ def duplicate_lines(view: FarmView) -> list[str]:
     """-fr's duplicates: each plot id prefix (as in the file name) and where its copies are."""
     lines = []
     if view.duplicates:
-        lines += banner("Duplicate Plots (farmed once, each extra copy wastes a slot)")
+        lines += banner("Duplicate Plots (each farms once)")
         for dup in view.duplicates[:DUPLICATES_SHOWN]:
             lines.append(f"{dup.prefix}: " + ", ".join(str(c) for c in dup.copies))
         if len(view.duplicates) > DUPLICATES_SHOWN:
