@@ -27,7 +27,7 @@ from utilities.harvester.drives import (
     probe_uuids,
     scan_drives,
 )
-from utilities.harvester.receive_set import RECEIVE_KEY, live_receives, update_receive_set, with_receive_set
+from utilities.harvester.receive_set import RECEIVE_KEY, claims_dir, live_receives, update_receive_set, with_receive_set
 from utilities.harvester.smart import SmartInfo, read_many
 from utilities.harvester.stale_parts import RemovedPart, removed_last_day, resumable_parts, sweep_stale_parts
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot, write_export
@@ -35,6 +35,7 @@ from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
+from utilities.transfer.forget import take_requests
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,10 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
     if result.dir_mtimes != known_dirs:
         db.set(DIR_MTIMES_KEY, result.dir_mtimes)
     states, removed = (
-        sweep_stale_parts(result.drives, result.dir_mtimes, db, now, settings.harvester.resume_keep_hours * 3600)
+        sweep_stale_parts(
+            result.drives, result.dir_mtimes, db, now, settings.harvester.resume_keep_hours * 3600,
+            forget=take_requests(str(claims_dir(settings))),
+        )
         if sweep_parts else (result.drives, [])
     )
     offline = db.offline_drives()

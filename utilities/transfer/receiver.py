@@ -59,6 +59,7 @@ from pathlib import Path
 from utilities.errors import PlotFileError
 from utilities.plots import validate_plot_name
 from utilities.transfer import journal as journal_module
+from utilities.transfer.forget import request_forget
 from utilities.transfer.intake import Intake, allowed_peers, note, reply
 from utilities.transfer.landing import FinalName, Landing, Problem, Wording
 from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck, part_name
@@ -72,6 +73,8 @@ from utilities.transfer.protocol import (
     ERR_MISMATCH,
     ERR_NO_SPACE,
     ERR_PROTOCOL,
+    ERR_USAGE,
+    FORGET_NOTED,
     PLOT,
     RECEIVER_EXIT_CODES,
     ReceiveFailure,
@@ -136,6 +139,7 @@ class Options:
     resume: bool = True  # journal resumable plots (PLOT with a source) and resume their parts
     resume_chunk: int = journal_module.DEFAULT_CHUNK
     resume_keep_seconds: float = journal_module.DEFAULT_KEEP_SECONDS
+    forget: str | None = None  # --forget NAME: note that NAME's kept part may go, and exit
 
 
 class Aborted(BaseException):
@@ -178,12 +182,27 @@ class Receiver:
     def run(self) -> str | None:
         """The single plot's hex digest (its OK is the receiver's last line), or None after a
         session (each plot's OK already sent)."""
+        if self.options.forget is not None:
+            return self.forget(self.options.forget)
         self.intake.allowed = allowed_peers(self.options.allow_from)
         if self.options.plot is not None:
             return self.receive(*self.options.plot)
         while (plot := self.next_plot()) is not None:
             reply(format_ok(self.receive(*plot)))
         return None
+
+    def forget(self, name: str) -> None:
+        """``--forget NAME``: the plotter no longer has NAME's source, so its kept part (if any)
+        is asked to go at the next minute pass (``transfer/forget.py``); nothing is removed here."""
+        if self.options.claims_dir is None:
+            raise ReceiveFailure(ERR_USAGE, "--forget needs the receive set (--drives and --claims)")
+        try:
+            request_forget(self.options.claims_dir, name)
+        except PlotFileError as exc:
+            raise ReceiveFailure(ERR_BAD_NAME, str(exc)) from None
+        except OSError as exc:
+            raise ReceiveFailure(ERR_IO, f"cannot note the request to forget {name}: {exc.strerror or exc}") from None
+        reply(f"{FORGET_NOTED} {name}")
 
     def next_plot(self) -> tuple[str, int, str | None] | None:
         """The next PLOT line's (name, size, source or None); None when the plotter ends the session."""

@@ -337,3 +337,40 @@ def test_a_killed_receivers_part_outlives_other_plots_landing_beside_it(farm: Fa
     result, resent = farm.send(path)
     assert result.ok and resent == SIZE - held * CHUNK
     assert landed(farm, path) == data
+
+
+def test_a_kept_part_whose_source_is_gone_is_dropped_by_the_next_sweep(farm: Farm, tmp_path: Path) -> None:
+    """The plotter asks over its exec channel (the real receive_plot.py --forget) for the one
+    plot it no longer has; the sweep then removes that part, journal and all, and keeps the
+    part of a plot whose source is still there.  Nothing is asked twice."""
+    from utilities.harvester.stale_parts import list_parts, sweep_directory
+    from utilities.plotter.forget_parts import forget_gone_sources, present_names
+    from utilities.settings.farm import HarvesterTarget
+    from utilities.state import StateDB, TransferRecord
+    from utilities.transfer.forget import take_requests
+
+    gone, kept = farm.plot(), farm.plot()
+    for path in (gone, kept):
+        result, _sent = farm.send(path, cut_at=SIZE // 2)
+        assert not result.ok and farm.held_chunks(path) > 0
+    target = HarvesterTarget(name="h1", host=LOOPBACK, receive_script=str(farm.script))
+    with StateDB(tmp_path / "plotter.db") as db:
+        for path in (gone, kept):
+            db.record_transfer(TransferRecord(path.name, "h1", path.name, 0, 1.0e9, 1.0, False, "stream failed", 0))
+        gone.unlink()
+        present = present_names([str(farm.root / "plots")])
+        assert present == {kept.name}
+        asked = forget_gone_sources(db, present, {"h1": target}, lambda _t: farm.exec, now=1.0e9 + 10)
+        assert [a.destination for a in asked] == [gone.name]
+        assert forget_gone_sources(db, present, {"h1": target}, lambda _t: farm.exec, now=1.0e9 + 20) == []
+
+    drive = str(farm.drives[0])
+    resumable: list[tuple[str, int]] = []
+    listed = list_parts(drive)
+    assert listed is not None
+    removed = sweep_directory(drive, listed, resumable, forget=take_requests(str(farm.root / "claims")))
+    assert [name for name, _freed in removed] == [part_name(gone.name)]
+    assert not farm.part(gone).exists() and not (farm.drives[0] / journal_name(part_name(gone.name))).exists()
+    assert farm.part(kept).exists() and [name for name, _held in resumable] == [part_name(kept.name)]
+    second, _resent = farm.send(kept)
+    assert second.ok and second.saved > 0
