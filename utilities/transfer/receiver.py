@@ -335,7 +335,7 @@ class Receiver:
             journal.chunks = journal.chunks[:start]
             self._write_journal(journal)
             landing.keep_part = bool(journal.chunks) and not self.journal_off
-        offset = start * chunk
+        offset = min(start * chunk, size)  # every chunk held: nothing left to stream
         if offset:
             note(f"resuming {name} at byte {offset} of {size} (chunk {start})")
         self.intake.accept(keep_listening=self.session)

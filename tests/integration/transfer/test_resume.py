@@ -374,3 +374,33 @@ def test_a_kept_part_whose_source_is_gone_is_dropped_by_the_next_sweep(farm: Far
     assert farm.part(kept).exists() and [name for name, _held in resumable] == [part_name(kept.name)]
     second, _resent = farm.send(kept)
     assert second.ok and second.saved > 0
+
+
+def test_a_part_that_holds_every_chunk_is_proven_and_landed_without_resending(farm: Farm) -> None:
+    """The link dropped after the last byte but before VERIFY: the part and its journal hold the
+    whole plot (its last chunk short).  The retry streams nothing and still proves every byte."""
+    from utilities.transfer.integrity import SourceIdentity
+    from utilities.transfer.journal import Journal, hash_chunks, source_token, write_journal
+
+    path = farm.plot()
+    data = path.read_bytes()
+    source = SourceIdentity.of(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = hash_chunks(fd, CHUNK, SIZE // CHUNK + 1)
+    finally:
+        os.close(fd)
+    assert len(chunks) == SIZE // CHUNK + 1  # the short last chunk too
+    part = farm.part(path)
+    part.write_bytes(data)
+    dir_fd = open_directory(farm.drives[0])
+    try:
+        token = source_token(source.size, source.mtime_ns, source.inode, source.device)
+        write_journal(dir_fd, part.name, Journal(path.name, SIZE, token, CHUNK, chunks))
+    finally:
+        os.close(dir_fd)
+
+    result, sent = farm.send(path)
+    assert result.ok, result.reason
+    assert sent == 0 and result.saved == SIZE
+    assert landed(farm, path) == data and not part.exists()
