@@ -204,26 +204,33 @@ def test_a_changed_source_is_not_resumed_onto(farm: Farm) -> None:
     assert landed(farm, path) == data
 
 
-def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> None:
-    path = farm.plot()
-    data = path.read_bytes()
+def _receiver_stopped_mid_plot(farm: Farm, path: Path, chunks: int, signum: int) -> TransferResult:
+    """An attempt whose stream the proxy holds once ``chunks`` chunks are journaled; its one
+    receiver is then sent ``signum``.  The attempt's result."""
     outcome: list[TransferResult] = []
     # Past the chunk by the receiver's low-water mark: it reads only whole low-water pieces of a
     # stream that stalls, so the last few bytes before the hold may wait in its socket.
-    farm.proxy.hold_at = 10 * CHUNK + RECV_LOW_WATER + 99
+    farm.proxy.hold_at = chunks * CHUNK + RECV_LOW_WATER + 99
     attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
     attempt.start()
     try:
         assert farm.proxy.held.wait(DEADLINE)
-        wait_until("ten chunks in the journal", lambda: farm.held_chunks(path) >= 10)
-        receivers = _receivers(farm)
-        assert len(receivers) == 1
-        os.kill(receivers[0].pid, signal.SIGTERM)
-        wait_until("the receiver to exit", lambda: not receivers[0].is_running() or receivers[0].status() == "zombie")
+        wait_until(f"{chunks} chunks in the journal", lambda: farm.held_chunks(path) >= chunks)
+        (receiver,) = _receivers(farm)
+        os.kill(receiver.pid, signum)
+        wait_until("the receiver to end", lambda: not receiver.is_running() or receiver.status() == "zombie")
     finally:
         farm.proxy.release.set()
         attempt.join(DEADLINE)
-    assert outcome and not outcome[0].ok and path.exists()
+    assert outcome
+    return outcome[0]
+
+
+def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> None:
+    path = farm.plot()
+    data = path.read_bytes()
+    first = _receiver_stopped_mid_plot(farm, path, 10, signal.SIGTERM)
+    assert not first.ok and path.exists()
     held = farm.held_chunks(path)
     assert held >= 10 and farm.part(path).exists()
     result, resent = farm.send(path)
@@ -316,20 +323,7 @@ def test_the_retry_goes_to_the_drive_that_holds_the_part(farm: Farm) -> None:
 def test_a_killed_receivers_part_outlives_other_plots_landing_beside_it(farm: Farm) -> None:
     path = farm.plot()
     data = path.read_bytes()
-    outcome: list[TransferResult] = []
-    farm.proxy.hold_at = 6 * CHUNK + RECV_LOW_WATER + 1
-    attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
-    attempt.start()
-    try:
-        assert farm.proxy.held.wait(DEADLINE)
-        wait_until("six chunks in the journal", lambda: farm.held_chunks(path) >= 6)
-        (receiver,) = _receivers(farm)
-        os.kill(receiver.pid, signal.SIGKILL)
-        wait_until("the receiver to die", lambda: not receiver.is_running() or receiver.status() == "zombie")
-    finally:
-        farm.proxy.release.set()
-        attempt.join(DEADLINE)
-    assert outcome and not outcome[0].ok
+    assert not _receiver_stopped_mid_plot(farm, path, 6, signal.SIGKILL).ok
     neighbour = farm.plot(3 * CHUNK)
     assert farm.send(neighbour)[0].ok  # its landing sweeps stale parts of drive0: ours waits for its resume
     held = farm.held_chunks(path)
