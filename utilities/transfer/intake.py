@@ -274,12 +274,20 @@ class Intake:
         last_data = time.monotonic()
         conn.settimeout(min(CHECK_INTERVAL, idle))
         low_water = self._set_low_water(conn, min(RECV_LOW_WATER, size))
+        stalled = False
         while got < size:
-            if size - got < low_water:
-                low_water = self._set_low_water(conn, size - got)
+            wanted = 1 if stalled else min(RECV_LOW_WATER, size - got)
+            if wanted != low_water:
+                low_water = self._set_low_water(conn, wanted)
             try:
                 count = conn.recv_into(view, min(len(buffer), size - got))
             except TimeoutError:
+                if not stalled:
+                    # A stream that stops (a pulled link, a gone plotter) may leave bytes below
+                    # the low-water mark in the socket: take them before anything else, so a
+                    # resumable part keeps every chunk that arrived whole.
+                    stalled = True
+                    continue
                 self._check_control()
                 if time.monotonic() - last_data >= idle:
                     raise ReceiveFailure(ERR_TIMEOUT, f"no data for {idle:g} s after {got} of {size} bytes") from None
@@ -295,6 +303,7 @@ class Intake:
             write(view[:count], got)
             got += count
             last_data = time.monotonic()
+            stalled = False
         conn.setblocking(False)
         return digest.hexdigest() if digest is not None else ""
 

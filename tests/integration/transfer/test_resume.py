@@ -50,7 +50,9 @@ SIZE = 32 * CHUNK + 12345  # 33 chunks, the last one short
 class Farm:
     """One harvester's two drives, its receive script, the proxy, and the plotter's sessions."""
 
-    def __init__(self, root: Path, proxy: CutProxy, *, resume: bool = True, receiver_resume: str = "yes") -> None:
+    def __init__(
+        self, root: Path, proxy: CutProxy, *, resume: bool = True, receiver_resume: str = "yes", chunk: int = CHUNK
+    ) -> None:
         self.root = root
         self.drives = [root / "drive0", root / "drive1"]
         for path in self.drives:
@@ -59,7 +61,7 @@ class Farm:
         drives = [{"name": f"d{n}", "dir": str(d), "replace": False} for n, d in enumerate(self.drives)]
         argv = [sys.executable, str(RECEIVER), "--config", "/nonexistent/config.yaml", "--drives", json.dumps(drives),
                 "--claims", str(root / "claims"), "--idle-timeout", str(DEADLINE), "--resume", receiver_resume,
-                "--resume-chunk", str(CHUNK)]
+                "--resume-chunk", str(chunk)]
         self.script = root / "receive_plot.sh"
         self.script.write_text(f"#!/bin/sh\nexec {shlex.join(argv)} \"$@\"\n")
         self.script.chmod(0o755)
@@ -208,9 +210,10 @@ def _receiver_stopped_mid_plot(farm: Farm, path: Path, chunks: int, signum: int)
     """An attempt whose stream the proxy holds once ``chunks`` chunks are journaled; its one
     receiver is then sent ``signum``.  The attempt's result."""
     outcome: list[TransferResult] = []
-    # Past the chunk by the receiver's low-water mark: it reads only whole low-water pieces of a
-    # stream that stalls, so the last few bytes before the hold may wait in its socket.
-    farm.proxy.hold_at = chunks * CHUNK + RECV_LOW_WATER + 99
+    # Just past the chunk: the chunk's last bytes sit below the receiver's low-water mark
+    # (RECV_LOW_WATER) when the stream stops, and it must still take them and journal the chunk.
+    assert RECV_LOW_WATER > 99
+    farm.proxy.hold_at = chunks * CHUNK + 99
     attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
     attempt.start()
     try:
@@ -398,3 +401,4 @@ def test_a_part_that_holds_every_chunk_is_proven_and_landed_without_resending(fa
     assert result.ok, result.reason
     assert sent == 0 and result.saved == SIZE
     assert landed(farm, path) == data and not part.exists()
+
