@@ -5,7 +5,7 @@
                                   | --drives JSON --claims DIR [--per-drive K])
                     [--idle-timeout S] [--bind ADDR] [--allow-from ADDR]
                     [--resume yes|no] [--resume-chunk BYTES] [--resume-keep-hours H]
-                    ([--] NAME SIZE PORT | --session PORT)
+                    ([--] NAME SIZE PORT | --session PORT | --forget NAME)
 
 stdin/stdout are the SSH channel (any pipes when run by hand or in tests).  This file only reads
 the command line; the receive itself (READY, the stream, VERIFY, OK or ERROR, and the safety
@@ -23,6 +23,9 @@ A session's plot named with its source (``PLOT <name> <size> <source>``) is resu
 stream leaves its part and journal, and the next attempt streams only what is missing
 (``--resume no`` turns that off; ``--resume-chunk``: the journal's chunk, default 1 GiB;
 ``--resume-keep-hours``: how long another plot's kept part is left alone, default 24).
+
+``--forget NAME`` (the plotter no longer has NAME's source) asks the next minute pass to remove
+NAME's kept part; it needs the receive set's ``--claims``.
 
 ``--config`` is accepted (the script always passes it) but not read: nothing here needs a
 setting, and skipping pydantic/YAML keeps the start-up under 0.1 s.
@@ -43,6 +46,7 @@ from utilities.transfer.journal import DEFAULT_CHUNK, DEFAULT_KEEP_SECONDS  # no
 from utilities.transfer.protocol import (  # noqa: E402
     ERR_BAD_NAME,
     ERR_USAGE,
+    FORGET_OPTION,
     MAX_PORT,
     MIN_PORT,
     SESSION_OPTION,
@@ -55,6 +59,7 @@ from utilities.transfer.receiver import DEFAULT_IDLE_TIMEOUT, Options, run_recei
 _OPTIONS = (
     "--config", "--dest", "--idle-timeout", "--bind", "--allow-from", "--replace-old-plots",
     "--drives", "--claims", "--per-drive", "--resume", "--resume-chunk", "--resume-keep-hours", SESSION_OPTION,
+    FORGET_OPTION,
 )  # fmt: skip
 MIN_RESUME_CHUNK = 4096
 
@@ -111,12 +116,21 @@ def parse_args(argv: list[str]) -> Options:
         )
     return Options(
         drives, port, idle, values.get("--bind"), values.get("--allow-from"), plot, claims, per_drive,
-        resume == "yes", chunk, keep_hours * 3600,
+        resume == "yes", chunk, keep_hours * 3600, values.get(FORGET_OPTION),
     )  # fmt: skip
 
 
 def _plot_and_port(values: dict[str, str], rest: list[str]) -> tuple[tuple[str, int] | None, int]:
-    """(NAME, SIZE) and PORT of a single plot, or (None, PORT) for ``--session PORT``."""
+    """(NAME, SIZE) and PORT of a single plot, or (None, PORT) for ``--session PORT``
+    (``--forget NAME`` takes neither: (None, 0))."""
+    if FORGET_OPTION in values:
+        if rest or SESSION_OPTION in values:
+            raise ReceiveFailure(ERR_USAGE, f"{FORGET_OPTION} NAME takes no PORT, NAME SIZE PORT or {SESSION_OPTION}")
+        try:
+            validate_plot_name(values[FORGET_OPTION])
+        except PlotFileError as exc:
+            raise ReceiveFailure(ERR_BAD_NAME, str(exc)) from None
+        return None, 0
     if SESSION_OPTION in values:
         if rest:
             raise ReceiveFailure(

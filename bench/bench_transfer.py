@@ -120,8 +120,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="leave the loop device buffered (default: direct I/O, like a real drive)")
     p.add_argument("--work-dir", default="/var/tmp",
                    help="where the source plots and the loop image live (a real filesystem, not tmpfs)")
-    p.add_argument("--tools", default="nc,ours,ours-inproc,rsync,scp",
-                   help="comma-separated subset of nc,ours,ours-inproc,rsync,scp")
+    p.add_argument("--tools", default="nc,ours,ours-noresume,ours-inproc,rsync,scp",
+                   help="comma-separated subset of nc,ours,ours-noresume,ours-inproc,rsync,scp "
+                        "(ours-noresume: plot_manager.py --no-resume, no journal: the journal's cost)")
     p.add_argument("--stream-with", choices=("nc", "python"), default="python",
                    help="plotter.transfer.stream_with for ours: pipe into nc, or the socket of plot_manager.py itself")
     p.add_argument("--skip-small", action="store_true",
@@ -134,7 +135,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-TOOLS = ("nc", "ours", "ours-inproc", "rsync", "scp")
+TOOLS = ("nc", "ours", "ours-noresume", "ours-inproc", "rsync", "scp")
 
 
 def choose_k(size_gib: float) -> int:
@@ -484,14 +485,15 @@ class Bench:
         fsync_s = time.perf_counter() - t1
         return Sample(seconds, rss, extra={"fsync": fsync_s})
 
-    def run_ours(self, dest: Destination, source: SourcePlot) -> Sample:
+    def run_ours(self, dest: Destination, source: SourcePlot, *extra: str) -> Sample:
+        """The whole production run; ``extra`` arguments (``--no-resume``) go to plot_manager.py."""
         self.harvester_pass(dest)  # a fresh export (the plotter refuses old ones); untimed
         link = self.outbox / source.name
         if not link.exists():
             os.link(source.path, link)  # same inode, same warm page cache; plot_manager deletes the link
         db = sqlite_path(dest.plotter_config)
         argv = [PYTHON, str(REPO / "plot_manager.py"), "--config", str(dest.plotter_config),
-                "--send", str(link), "--to", HARVESTER]
+                "--send", str(link), "--to", HARVESTER, *extra]
         watch = self.watch()
         t0 = time.perf_counter()
         proc = self.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
@@ -612,6 +614,8 @@ class Bench:
                 return self.run_nc(dest, source)
             if tool == "ours":
                 return self.run_ours(dest, source)
+            if tool == "ours-noresume":
+                return self.run_ours(dest, source, "--no-resume")
             if tool == "ours-inproc":
                 return self.run_ours_inproc(dest, source)
             return self.run_ssh_tool(tool, dest, source)
@@ -749,6 +753,8 @@ LABELS = {
     "nc+fsync": "  nc, plus fsync of the copy",
     "ours": "ours: plot_manager.py --send (whole run)",
     "ours:send_plot": "  of which send_plot (receiver start -> OK)",
+    "ours-noresume": "ours --no-resume (no resume journal)",
+    "ours-noresume:send_plot": "  of which send_plot (receiver start -> OK)",
     "ours-inproc": "ours: connect + send_plot() in-process",
     "ours-inproc:stream": "  same, to end of stream (no VERIFY/fsync)",
     "rsync": "rsync -e ssh",
@@ -766,8 +772,8 @@ def print_table(bench: Bench, source: SourcePlot, results: dict[tuple[str, str],
             rows.append((tool, dest, [s.seconds for s in samples], samples))
             if tool == "nc" and dest == "disk":
                 rows.append(("nc+fsync", dest, [s.seconds + s.extra["fsync"] for s in samples], []))
-            if tool == "ours":
-                rows.append(("ours:send_plot", dest, [s.extra["send_plot"] for s in samples], []))
+            if tool in ("ours", "ours-noresume"):
+                rows.append((f"{tool}:send_plot", dest, [s.extra["send_plot"] for s in samples], []))
             if tool == "ours-inproc":
                 rows.append(("ours-inproc:stream", dest, [s.extra["to_stream_end"] for s in samples], []))
     nc_median = {

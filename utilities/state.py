@@ -283,6 +283,16 @@ class StateDB:
         ).fetchone()
         return str(row[0]) if row is not None and not row[1] else None
 
+    def abandoned_attempts(self, since: float) -> list[tuple[str, str, str]]:
+        """(plot, harvester, name there) of each plot whose last attempt, made since ``since``,
+        failed: its part may wait on that harvester for a resume."""
+        rows = self._conn.execute(
+            "SELECT plot, harvester, COALESCE(destination, plot) FROM transfers t WHERE ok = 0 AND started_at >= ? "
+            "AND id = (SELECT MAX(id) FROM transfers WHERE plot = t.plot) ORDER BY id",
+            (since,),
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     def transfers_since(self, since: float) -> list[TransferRecord]:
         rows = self._conn.execute(
             "SELECT plot, harvester, destination, bytes, started_at, seconds, ok, reason, saved FROM transfers "

@@ -38,6 +38,7 @@ from utilities.harvester.drives import (
 from utilities.harvester.plot_ids import encode_prefixes
 from utilities.harvester.receive_set import (
     RECEIVE_KEY,
+    claims_dir,
     live_receives,
     unavailable_drives,
     update_receive_set,
@@ -50,6 +51,7 @@ from utilities.metrics import harvester_metrics, write_textfile
 from utilities.notify import Notification, Notifier
 from utilities.settings.local_moves import LOCAL_RECEIVE_KEY
 from utilities.state import StateDB
+from utilities.transfer.forget import take_requests
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,10 @@ def scan_harvester(settings: Settings, db: StateDB, now: float | None = None, *,
     if result.dir_mtimes != known_dirs:
         db.set(DIR_MTIMES_KEY, result.dir_mtimes)
     states, removed = (
-        sweep_stale_parts(result.drives, result.dir_mtimes, db, now, settings.harvester.resume_keep_hours * 3600)
+        sweep_stale_parts(
+            result.drives, result.dir_mtimes, db, now, settings.harvester.resume_keep_hours * 3600,
+            forget=take_requests(str(claims_dir(settings))),
+        )
         if sweep_parts else (result.drives, [])
     )
     offline = db.offline_drives()

@@ -76,8 +76,8 @@ def render_receive_script(
 
     A single ``DriveLocation`` is a set of one (``replace`` says whether it may replace), None
     the empty set: the shape callers with one drive had before receive sets.
-    ``resume_keep_hours`` (harvester.resume_keep_hours) and ``resume_chunk`` (tests: small
-    chunks) reach the receiver's resume options when given.
+    ``resume_keep_hours`` (harvester.resume_keep_hours) and ``resume_chunk`` (harvester.resume_chunk_mib,
+    in bytes) reach the receiver's resume options when given.
     """
     if isinstance(drives, DriveLocation):
         drives = [SetDrive(drives, replace)]

@@ -153,6 +153,7 @@ def update_receive_set(
         [SetDrive(c.drive.location, c.replace) for c in chosen], settings.hostname, config_path,
         claims_dir(settings), snap.generated_at, idle_timeout=h.receive_idle_timeout_seconds,
         per_drive=h.receives_per_drive, resume_keep_hours=h.resume_keep_hours,
+        resume_chunk=int(h.resume_chunk_mib * 1024 * 1024),
     )
     record = set_record(chosen)
     recorded = db.get(RECEIVE_KEY) or {}

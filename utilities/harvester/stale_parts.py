@@ -26,7 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import psutil
@@ -141,27 +141,31 @@ def record(removed: RemovedPart) -> dict[str, Any]:
 
 
 def list_parts(directory: str) -> tuple[str, ...] | None:
-    """The part file names in ``directory`` (names only: no stat per entry); None when it
-    cannot be listed now."""
+    """The part file names in ``directory``, and the journals whose part is not there (names
+    only: no stat per entry); None when it cannot be listed now."""
     try:
         dir_fd = part_files.open_directory(directory)
     except OSError:
         return None
     try:
-        return tuple(sorted(part_files.stale_part_candidates(dir_fd)))
+        entries = [entry.name for entry in os.scandir(dir_fd)]
     except OSError:
         return None
     finally:
         os.close(dir_fd)
+    parts = [e for e in entries if part_files.is_part_name(e)]
+    return tuple(sorted(parts + part_files.orphan_journal_candidates(entries)))
 
 
 def sweep_directory(
     directory: str, names: Sequence[str], resumable: list[tuple[str, int]] | None = None,
-    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS,
+    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS, forget: Collection[str] = (),
 ) -> list[tuple[str, int]]:
     """Remove the stale ones of ``names`` in ``directory``: (name, bytes freed) per removal.
     A part nobody holds whose journal keeps it for a resume (younger than ``keep_seconds``)
-    stays, and goes into ``resumable`` as (name, bytes its journal says it holds).
+    stays, and goes into ``resumable`` as (name, bytes its journal says it holds), unless its
+    plot is in ``forget`` (its plotter no longer has the source).  A journal whose part is gone
+    is removed too.
 
     Under the directory's turn, taken without waiting: a writer holding it is creating its part
     (not yet flocked) and cleans the directory's stale parts itself; the next pass comes back.
@@ -178,8 +182,15 @@ def sweep_directory(
                 log.debug("a writer is taking its turn in %s; its part files are checked next pass", directory)
                 return []
             for name in names:
+                if part_files.journal_part(name) is not None:
+                    with contextlib.suppress(OSError):
+                        if part_files.remove_orphan_journal(dir_fd, name):
+                            log.info("removed %s in %s: the journal of a part that is gone", name, directory)
+                    continue
                 try:
-                    check, freed = part_files.reclaim_if_stale(dir_fd, name, keep_seconds)
+                    check, freed = part_files.reclaim_if_stale(
+                        dir_fd, name, keep_seconds, forgotten=part_files.plot_of_part(name) in forget
+                    )
                 except OSError as exc:
                     log.warning("cannot remove stale part file %s in %s: %s", name, directory, exc.strerror)
                     continue
@@ -207,14 +218,15 @@ def remeasure(state: DriveState) -> DriveState:
 
 def sweep_stale_parts(
     states: Sequence[DriveState], mtimes: Mapping[str, int], db: StateDB, now: float,
-    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS,
+    keep_seconds: float = part_files.DEFAULT_KEEP_SECONDS, forget: Collection[str] = (),
 ) -> tuple[list[DriveState], list[RemovedPart]]:
     """Find and remove the stale part files of every scanned plot directory; the drives with
     the space re-measured where something was removed, and what was removed (logged, and
     recorded for the 24-hour figures of -pr and the export).
 
     ``mtimes`` are the scan's directory mtimes (``ScanResult.dir_mtimes``): the directories of
-    mounted drives that could be stat-ed, with offline drives among them.
+    mounted drives that could be stat-ed, with offline drives among them.  ``forget``: plots
+    whose kept parts go now although their journals would keep them (``transfer/forget.py``).
     """
     stored_before = db.get(LISTINGS_KEY)
     listings = parse_listings(stored_before)
@@ -225,7 +237,7 @@ def sweep_stale_parts(
     resumable: list[tuple[str, int]] = []
     for directory, names in parts_to_check(remembered).items():
         drive = drive_of.get(directory)
-        for name, freed in sweep_directory(directory, names, resumable, keep_seconds):
+        for name, freed in sweep_directory(directory, names, resumable, keep_seconds, forget):
             path = os.path.join(directory, name)
             drive_name = drive.name if drive else "?"
             removed.append(RemovedPart(drive_name, path, freed, now))

@@ -129,7 +129,8 @@ class PlotSender:
         with self._db_lock:
             self.db.record_transfer(
                 TransferRecord(
-                    plot=plot.name, harvester=target.name, destination=None,
+                    plot=plot.name, harvester=target.name,
+                    destination=destination_name(plot, self.settings.plotter.transfer.portable_prefix),
                     bytes=result.size if result.ok else 0, started_at=started,
                     seconds=result.seconds, ok=result.ok, reason=None if result.ok else result.reason,
                     saved=result.saved if result.ok else 0,

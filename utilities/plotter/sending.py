@@ -26,6 +26,7 @@ from utilities.plot_finder import FinishedPlot, finished_plots
 from utilities.plotter.connections import Connections
 from utilities.plotter.delivery import PlotSender, ProgressFactory
 from utilities.plotter.dispatch import BUSY, BUSY_RETRY_SECONDS, Dispatch, HarvesterSlots, verdict
+from utilities.plotter.forget_parts import forget_gone_sources, present_names
 from utilities.plotter.harvester_choice import (
     choose_harvester,
     receive_room,
@@ -196,6 +197,8 @@ def run_plotter_pass(
 ) -> PlotterOutcome:
     outcome = PlotterOutcome()
     check_targets(settings, only_harvester)
+    if not dry_run:
+        drop_parts_of_gone_sources(settings, db)
     plots = select_plots(settings, only_path, outcome)
     if not plots:
         log.debug("no finished plots")
@@ -214,6 +217,16 @@ def run_plotter_pass(
         return outcome
     send_planned(settings, db, notifier, snapshots, outcome, only_harvester, progress)
     return outcome
+
+
+def drop_parts_of_gone_sources(settings: Settings, db: StateDB) -> None:
+    """Ask harvesters to drop the kept parts of plots whose source this plotter no longer has
+    (``forget_parts.py``); connects only when there is one."""
+    present = present_names(settings.plotter.plot_directories)
+    if present is None:
+        return
+    with Connections(settings.farm.ssh) as connections:
+        forget_gone_sources(db, present, {h.name: h for h in settings.farm.harvesters}, connections.exec_for)
 
 
 def send_planned(

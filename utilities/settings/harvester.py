@@ -112,6 +112,9 @@ class HarvesterSettings(Section):
     # A dropped transfer's part file (with its journal) waits this long for the plotter to
     # resume it before the minute pass removes it like any stale part (issue 13).
     resume_keep_hours: float = Field(default=24, gt=0, le=24 * 30)
+    # The journal's chunk: a cut transfer resends at most this much of what already arrived,
+    # and each chunk costs one fdatasync and one journal write. 1 GiB suits HDDs and k32 plots.
+    resume_chunk_mib: float = Field(default=1024, ge=0.25, le=65536)
     # Replace old OG plots one by one with incoming pool plots (the plot count never drops by
     # more than one); with fill_empty_drives_first, free space is filled first until the free
     # slots of all drives fall to empty_drives_low_water_mark.

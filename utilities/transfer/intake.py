@@ -252,9 +252,13 @@ class Intake:
         conn.setblocking(False)
         self.conn = conn
 
-    def receive(self, size: int, write: Callable[[memoryview, int], None], chunk: int = DEFAULT_CHUNK) -> str:
+    def receive(
+        self, size: int, write: Callable[[memoryview, int], None], chunk: int = DEFAULT_CHUNK, *, whole_digest: bool = True
+    ) -> str:
         """Read exactly ``size`` bytes, hashing them as they arrive and handing each piece to
-        ``write(data, offset)``; the hex digest.
+        ``write(data, offset)``; the hex digest.  Without ``whole_digest`` (a resumable stream,
+        whose proof is the digest over its chunk digests, hashed by ``write``) nothing is hashed
+        here and the result is empty: the bytes are not hashed twice.
 
         The socket blocks (in C) for at most CHECK_INTERVAL per read: a busy stream costs no
         Python-level polling (measured markedly slower), and a stalled one
@@ -265,17 +269,25 @@ class Intake:
         idle = self.idle_timeout
         buffer = bytearray(min(chunk, size))
         view = memoryview(buffer)
-        digest = xxhash.xxh3_128()
+        digest = xxhash.xxh3_128() if whole_digest else None
         got = 0
         last_data = time.monotonic()
         conn.settimeout(min(CHECK_INTERVAL, idle))
         low_water = self._set_low_water(conn, min(RECV_LOW_WATER, size))
+        stalled = False
         while got < size:
-            if size - got < low_water:
-                low_water = self._set_low_water(conn, size - got)
+            wanted = 1 if stalled else min(RECV_LOW_WATER, size - got)
+            if wanted != low_water:
+                low_water = self._set_low_water(conn, wanted)
             try:
                 count = conn.recv_into(view, min(len(buffer), size - got))
             except TimeoutError:
+                if not stalled:
+                    # A stream that stops (a pulled link, a gone plotter) may leave bytes below
+                    # the low-water mark in the socket: take them before anything else, so a
+                    # resumable part keeps every chunk that arrived whole.
+                    stalled = True
+                    continue
                 self._check_control()
                 if time.monotonic() - last_data >= idle:
                     raise ReceiveFailure(ERR_TIMEOUT, f"no data for {idle:g} s after {got} of {size} bytes") from None
@@ -286,12 +298,14 @@ class Intake:
                 ) from None
             if count == 0:
                 raise ReceiveFailure(ERR_STREAM, f"stream ended after {got} of {size} bytes")
-            digest.update(view[:count])
+            if digest is not None:
+                digest.update(view[:count])
             write(view[:count], got)
             got += count
             last_data = time.monotonic()
+            stalled = False
         conn.setblocking(False)
-        return digest.hexdigest()
+        return digest.hexdigest() if digest is not None else ""
 
     @staticmethod
     def _set_low_water(conn: socket.socket, size: int) -> int:

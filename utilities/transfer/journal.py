@@ -40,7 +40,7 @@ DEFAULT_CHUNK = 1024 * 1024 * 1024  # 1 GiB: ~100 syncs + journal writes for a k
 DEFAULT_KEEP_SECONDS = 24 * 3600.0
 MAX_CHUNKS = 1 << 20
 _HEX_DIGITS = set("0123456789abcdef")
-_TEMP_SUFFIX = ".tmp"
+JOURNAL_TEMP_SUFFIX = ".tmp"
 
 
 def journal_name(part: str) -> str:
@@ -135,7 +135,7 @@ def parse_journal(data: bytes) -> Journal | None:
 def write_journal(dir_fd: int, part: str, journal: Journal) -> None:
     """Write the journal durably: a temporary name, fsync, rename over, fsync the directory."""
     name = journal_name(part)
-    temp = name + _TEMP_SUFFIX
+    temp = name + JOURNAL_TEMP_SUFFIX
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dir_fd)
     try:
         data = memoryview(format_journal(journal))
@@ -166,7 +166,7 @@ def read_journal(dir_fd: int, part: str) -> tuple[Journal | None, float]:
 
 def remove_journal(dir_fd: int, part: str) -> None:
     """Remove the part's journal (and a temporary one left by a crash); missing is fine."""
-    for name in (journal_name(part), journal_name(part) + _TEMP_SUFFIX):
+    for name in (journal_name(part), journal_name(part) + JOURNAL_TEMP_SUFFIX):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
 

@@ -34,7 +34,13 @@ from dataclasses import dataclass
 
 from utilities.errors import PlotFileError
 from utilities.plots import validate_plot_name
-from utilities.transfer.journal import DEFAULT_KEEP_SECONDS, keeps_for_resume, remove_journal
+from utilities.transfer.journal import (
+    DEFAULT_KEEP_SECONDS,
+    JOURNAL_SUFFIX,
+    JOURNAL_TEMP_SUFFIX,
+    keeps_for_resume,
+    remove_journal,
+)
 
 PART_PREFIX = "."
 PART_SUFFIX = ".part"
@@ -58,6 +64,11 @@ class LostRace(Exception):
 def part_name(name: str) -> str:
     """The hidden name plot ``name`` is written under until it is verified."""
     return f"{PART_PREFIX}{name}{PART_SUFFIX}"
+
+
+def plot_of_part(entry: str) -> str:
+    """``.NAME.part`` -> ``NAME`` (pure; the entry must be a part name)."""
+    return entry[len(PART_PREFIX) : -len(PART_SUFFIX)]
 
 
 def is_part_name(entry: str) -> bool:
@@ -140,6 +151,41 @@ def stale_part_candidates(dir_fd: int) -> list[str]:
     return [entry.name for entry in os.scandir(dir_fd) if is_part_name(entry.name)]
 
 
+def journal_part(entry: str) -> str | None:
+    """The part a journal file (``.NAME.part.journal`` or its temporary ``.tmp``) belongs to,
+    or None when ``entry`` is no journal of a valid part name (pure)."""
+    for suffix in (JOURNAL_SUFFIX, JOURNAL_SUFFIX + JOURNAL_TEMP_SUFFIX):
+        if entry.endswith(suffix) and is_part_name(entry[: -len(suffix)]):
+            return entry[: -len(suffix)]
+    return None
+
+
+def orphan_journal_candidates(entries: list[str]) -> list[str]:
+    """The journals among a directory's ``entries`` whose part is not there (pure).  A receiver
+    killed between landing its plot and removing the journal, or while writing a journal's
+    temporary file, leaves one; nothing ever reads it again, so the sweep removes it."""
+    present = set(entries)
+    return [e for e in entries if (part := journal_part(e)) is not None and part not in present]
+
+
+def remove_orphan_journal(dir_fd: int, entry: str) -> bool:
+    """Remove journal ``entry`` if its part is (still) absent; True when removed.  Called under
+    the directory's turn, so no writer is creating that part meanwhile."""
+    part = journal_part(entry)
+    if part is None:
+        return False
+    try:
+        os.stat(part, dir_fd=dir_fd, follow_symlinks=False)
+        return False
+    except FileNotFoundError:
+        pass
+    try:
+        os.unlink(entry, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def remove_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_SECONDS) -> StaleCheck:
     """Remove part file ``entry`` unless a living writer holds its flock.
 
@@ -150,14 +196,16 @@ def remove_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_
     return reclaim_if_stale(dir_fd, entry, keep_seconds)[0]
 
 
-def reclaim_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_SECONDS) -> tuple[StaleCheck, int]:
+def reclaim_if_stale(
+    dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP_SECONDS, *, forgotten: bool = False
+) -> tuple[StaleCheck, int]:
     """``remove_if_stale``, and the bytes the removed part held on disk (0 unless removed):
     what the harvester reports as freed. Its allocation, not its length, because that is what
     the drive gets back (a preallocated part is all allocated; a sparse one is not).
 
     A part waiting for a resume (``journal.keeps_for_resume``: a whole journal younger than
     ``keep_seconds``) is kept; once expired, or with a missing or torn journal, it goes with its
-    journal."""
+    journal.  A ``forgotten`` part (its plotter said the source is gone) goes at once."""
     try:
         fd = os.open(entry, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -178,7 +226,7 @@ def reclaim_if_stale(dir_fd: int, entry: str, keep_seconds: float = DEFAULT_KEEP
             return StaleCheck(gone=True), 0
         if current.st_ino != held.st_ino:
             return StaleCheck(gone=False), 0  # replaced meanwhile by someone else's fresh part
-        if keeps_for_resume(dir_fd, entry, held.st_size, keep_seconds):
+        if not forgotten and keeps_for_resume(dir_fd, entry, held.st_size, keep_seconds):
             return StaleCheck(gone=False, resumable=True), 0
         allocated = os.fstat(fd).st_blocks * 512
         os.unlink(entry, dir_fd=dir_fd)

@@ -72,6 +72,8 @@ RESUME = "RESUME"  # to a resumable PLOT: "RESUME <port> <chunk> <count>", then 
 CHUNK = "CHUNK"  # "CHUNK <xxh3_128 hex>": a chunk the kept part durably holds, in order
 FROM = "FROM"  # the plotter's answer to RESUME: "FROM <n>", the first chunk it will stream
 SESSION_OPTION = "--session"
+FORGET_OPTION = "--forget"  # "receive_plot.sh --forget NAME": the plotter no longer has NAME's source
+FORGET_NOTED = "FORGET-NOTED"  # the receiver's answer: the next minute pass removes NAME's kept part
 
 MIN_PORT = 1024
 MAX_PORT = 65535
@@ -375,6 +377,16 @@ def build_session_command(script_path: str | Path, port: int, allow_from: str | 
         words += ["--allow-from", str(ipaddress.ip_address(allow_from))]  # ValueError if not an IP
     words += [SESSION_OPTION, str(port)]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def build_forget_command(script_path: str | Path, name: str) -> str:
+    """The shell command asking a harvester to drop ``name``'s kept part: ``<script> --forget
+    NAME``, every word quoted (pure; the name is validated)."""
+    validate_plot_name(name)
+    script = str(script_path)
+    if not script or "\0" in script or "\n" in script:
+        raise ValueError(f"bad receive script path {script_path!r}")
+    return " ".join(shlex.quote(word) for word in (script, FORGET_OPTION, name))
 
 
 def pick_port(base: int, count: int, used: Collection[int]) -> int | None:

@@ -52,13 +52,14 @@ import functools
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from utilities.errors import PlotFileError
 from utilities.plots import validate_plot_name
 from utilities.transfer import journal as journal_module
+from utilities.transfer.forget import request_forget
 from utilities.transfer.intake import Intake, allowed_peers, note, reply
 from utilities.transfer.landing import FinalName, Landing, Problem, Wording
 from utilities.transfer.part_files import SPACE_MARGIN, StaleCheck, part_name
@@ -72,6 +73,8 @@ from utilities.transfer.protocol import (
     ERR_MISMATCH,
     ERR_NO_SPACE,
     ERR_PROTOCOL,
+    ERR_USAGE,
+    FORGET_NOTED,
     PLOT,
     RECEIVER_EXIT_CODES,
     ReceiveFailure,
@@ -136,6 +139,7 @@ class Options:
     resume: bool = True  # journal resumable plots (PLOT with a source) and resume their parts
     resume_chunk: int = journal_module.DEFAULT_CHUNK
     resume_keep_seconds: float = journal_module.DEFAULT_KEEP_SECONDS
+    forget: str | None = None  # --forget NAME: note that NAME's kept part may go, and exit
 
 
 class Aborted(BaseException):
@@ -178,12 +182,27 @@ class Receiver:
     def run(self) -> str | None:
         """The single plot's hex digest (its OK is the receiver's last line), or None after a
         session (each plot's OK already sent)."""
+        if self.options.forget is not None:
+            return self.forget(self.options.forget)
         self.intake.allowed = allowed_peers(self.options.allow_from)
         if self.options.plot is not None:
             return self.receive(*self.options.plot)
         while (plot := self.next_plot()) is not None:
             reply(format_ok(self.receive(*plot)))
         return None
+
+    def forget(self, name: str) -> None:
+        """``--forget NAME``: the plotter no longer has NAME's source, so its kept part (if any)
+        is asked to go at the next minute pass (``transfer/forget.py``); nothing is removed here."""
+        if self.options.claims_dir is None:
+            raise ReceiveFailure(ERR_USAGE, "--forget needs the receive set (--drives and --claims)")
+        try:
+            request_forget(self.options.claims_dir, name)
+        except PlotFileError as exc:
+            raise ReceiveFailure(ERR_BAD_NAME, str(exc)) from None
+        except OSError as exc:
+            raise ReceiveFailure(ERR_IO, f"cannot note the request to forget {name}: {exc.strerror or exc}") from None
+        reply(f"{FORGET_NOTED} {name}")
 
     def next_plot(self) -> tuple[str, int, str | None] | None:
         """The next PLOT line's (name, size, source or None); None when the plotter ends the session."""
@@ -228,29 +247,40 @@ class Receiver:
                 self.landing = None
             self.intake.end_plot()
 
-    def land(self, drive: SetDrive, name: str, size: int, *, reserve: bool = True) -> bool | None:
-        """The plot's landing on ``drive`` (``self.landing``): True when its name there holds a
-        file of its size (to be proven by hash), False when its space is reserved (replace mode
-        making room first), None when the name is free and ``reserve`` is False.  Another file
-        under the name is refused; nothing stays behind on failure."""
+    @contextlib.contextmanager
+    def _landing_on(self, drive: SetDrive, name: str, size: int) -> Iterator[Landing]:
+        """The plot's landing on ``drive``, opened, as ``self.landing``; closed again (nothing
+        left behind) when what the caller does with it fails."""
         self.landing = landing = Landing(
             drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
             keep_seconds=self.options.resume_keep_seconds,
         )  # fmt: skip
         try:
             landing.open()
+            yield landing
+        except BaseException:
+            landing.close()
+            self.landing = None
+            raise
+
+    def _reserve(self, landing: Landing, drive: SetDrive, name: str, size: int) -> None:
+        """The plot's space, replace mode making room first."""
+        if not landing.reserve((lambda: self.make_room(drive, name, size)) if drive.replace else None):
+            note(f"no fallocate in {drive.dir}; relying on the free-space check")
+
+    def land(self, drive: SetDrive, name: str, size: int, *, reserve: bool = True) -> bool | None:
+        """The plot's landing on ``drive`` (``self.landing``): True when its name there holds a
+        file of its size (to be proven by hash), False when its space is reserved (replace mode
+        making room first), None when the name is free and ``reserve`` is False.  Another file
+        under the name is refused; nothing stays behind on failure."""
+        with self._landing_on(drive, name, size) as landing:
             if landing.final_name() is FinalName.SAME_SIZE:
                 return True
             if not reserve:
                 landing.close()
                 self.landing = None
                 return None
-            if not landing.reserve((lambda: self.make_room(drive, name, size)) if drive.replace else None):
-                note(f"no fallocate in {drive.dir}; relying on the free-space check")
-        except BaseException:
-            landing.close()
-            self.landing = None
-            raise
+            self._reserve(landing, drive, name, size)
         return False
 
     def land_resumable(
@@ -260,23 +290,13 @@ class Receiver:
         size (proven by hash), else the journal of what its part holds: the kept part of this
         very plot if there is one, else a new reserved part holding nothing yet."""
         chunk = self.options.resume_chunk
-        self.landing = landing = Landing(
-            drive.dir, name, size, wording=WORDING, fail=ReceiveFailure, on_stale=_report_stale, note=note,
-            keep_seconds=self.options.resume_keep_seconds,
-        )  # fmt: skip
-        try:
-            landing.open()
+        with self._landing_on(drive, name, size) as landing:
             if landing.final_name() is FinalName.SAME_SIZE:
                 return True
             kept = landing.resume_existing(source, chunk)
             if kept is not None:
                 return kept
-            if not landing.reserve((lambda: self.make_room(drive, name, size)) if drive.replace else None):
-                note(f"no fallocate in {drive.dir}; relying on the free-space check")
-        except BaseException:
-            landing.close()
-            self.landing = None
-            raise
+            self._reserve(landing, drive, name, size)
         return journal_module.Journal(name, size, source, chunk)
 
     def stream_resumable(self, journal: journal_module.Journal) -> str:
@@ -316,20 +336,12 @@ class Receiver:
             journal.chunks = journal.chunks[:start]
             self._write_journal(journal)
             landing.keep_part = bool(journal.chunks) and not self.journal_off
-        offset = start * chunk
+        offset = min(start * chunk, size)  # every chunk held: nothing left to stream
         if offset:
             note(f"resuming {name} at byte {offset} of {size} (chunk {start})")
         self.intake.accept(keep_listening=self.session)
-
-        def failed(exc: OSError, at: int) -> BaseException:
-            problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
-            return landing.failure(problem, exc, offset=at)
-
-        def progress(received: int, first: bool) -> None:
-            self.placement.record(name, size, received, started_at, force=first)
-
         os.lseek(fd, offset, os.SEEK_SET)
-        writer = StreamWriter(fd, _sync_file_range(), failed, progress)
+        writer = self._stream_writer(landing, name, size, started_at)
         writer.window_start, writer.window_end = offset, offset + writer.window
         hasher = journal_module.ChunkHasher(chunk, size, offset)
 
@@ -344,17 +356,8 @@ class Receiver:
                 self._write_journal(journal)
                 landing.keep_part = not self.journal_off
 
-        self.intake.receive(size - offset, write)
-        sent_size, expected = self.intake.wait_verify(size)
-        hexdigest = journal_module.chunked_digest(journal.chunks)
-        if sent_size != size or expected != hexdigest:
-            raise ReceiveFailure(
-                ERR_MISMATCH, f"received {size} bytes, chunk digest {hexdigest}, plotter sent {sent_size} bytes {expected}"
-            )
-        landing.commit()
-        writer.behind.drop_all()
-        self.placement.idle()
-        return hexdigest
+        self.intake.receive(size - offset, write, whole_digest=False)
+        return self._verify_and_commit(landing, writer, size, journal_module.chunked_digest(journal.chunks), "chunk digest")
 
     def _write_journal(self, journal: journal_module.Journal) -> None:
         """Record the chunks the part durably holds.  The journal only buys a faster retry: when
@@ -377,6 +380,21 @@ class Receiver:
             with contextlib.suppress(OSError):
                 journal_module.remove_journal(landing.dir_fd, landing.part)
 
+    def _stream_writer(self, landing: Landing, name: str, size: int, started_at: float) -> StreamWriter:
+        """The writer of the stream into the part (write-back per window), whose failures name
+        the landing's problem and whose progress goes into the drive claim (the first window at
+        once, so a report sees the plot moving; then rate-limited)."""
+        assert landing.part_fd is not None
+
+        def failed(exc: OSError, offset: int) -> BaseException:
+            problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
+            return landing.failure(problem, exc, offset=offset)
+
+        def progress(received: int, first: bool) -> None:
+            self.placement.record(name, size, received, started_at, force=first)
+
+        return StreamWriter(landing.part_fd, _sync_file_range(), failed, progress)
+
     def stream_in(self, name: str, size: int) -> str:
         """READY, the stream into the reserved part file, VERIFY, the commit: the hex digest."""
         landing = self.landing
@@ -390,22 +408,16 @@ class Receiver:
         except OSError:
             raise ReceiveFailure(ERR_ABORTED, "control channel closed before READY") from None
         self.intake.accept(keep_listening=self.session)
+        writer = self._stream_writer(landing, name, size, started_at)
+        return self._verify_and_commit(landing, writer, size, self.intake.receive(size, writer.write), "xxh3_128")
 
-        def failed(exc: OSError, offset: int) -> BaseException:
-            problem = Problem.WRITE_NO_SPACE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Problem.WRITE_FAILED
-            return landing.failure(problem, exc, offset=offset)
-
-        def progress(received: int, first: bool) -> None:
-            # The first window at once, so a report sees the plot moving; then rate-limited.
-            self.placement.record(name, size, received, started_at, force=first)
-
-        assert landing.part_fd is not None
-        writer = StreamWriter(landing.part_fd, _sync_file_range(), failed, progress)
-        hexdigest = self.intake.receive(size, writer.write)
+    def _verify_and_commit(self, landing: Landing, writer: StreamWriter, size: int, hexdigest: str, what: str) -> str:
+        """The plotter's VERIFY against what arrived (``what``: how ``hexdigest`` was made), then
+        the commit (fsync, link into place): the digest."""
         sent_size, expected = self.intake.wait_verify(size)
         if sent_size != size or expected != hexdigest:
             raise ReceiveFailure(
-                ERR_MISMATCH, f"received {size} bytes xxh3_128 {hexdigest}, plotter sent {sent_size} bytes {expected}"
+                ERR_MISMATCH, f"received {size} bytes {what} {hexdigest}, plotter sent {sent_size} bytes {expected}"
             )
         landing.commit()
         writer.behind.drop_all()

@@ -369,7 +369,7 @@ def _resume(
             os.close(fd)
     except OSError as exc:
         return f"cannot read {job.path}: {exc.strerror or exc}"
-    start = len(same) * chunk
+    start = min(len(same) * chunk, size)  # every chunk held (the last one short): send nothing
     try:
         talk.say(format_from(len(same)))
     except (OSError, ValueError, EOFError) as exc:

@@ -50,7 +50,9 @@ SIZE = 32 * CHUNK + 12345  # 33 chunks, the last one short
 class Farm:
     """One harvester's two drives, its receive script, the proxy, and the plotter's sessions."""
 
-    def __init__(self, root: Path, proxy: CutProxy, *, resume: bool = True, receiver_resume: str = "yes") -> None:
+    def __init__(
+        self, root: Path, proxy: CutProxy, *, resume: bool = True, receiver_resume: str = "yes", chunk: int = CHUNK
+    ) -> None:
         self.root = root
         self.drives = [root / "drive0", root / "drive1"]
         for path in self.drives:
@@ -59,7 +61,7 @@ class Farm:
         drives = [{"name": f"d{n}", "dir": str(d), "replace": False} for n, d in enumerate(self.drives)]
         argv = [sys.executable, str(RECEIVER), "--config", "/nonexistent/config.yaml", "--drives", json.dumps(drives),
                 "--claims", str(root / "claims"), "--idle-timeout", str(DEADLINE), "--resume", receiver_resume,
-                "--resume-chunk", str(CHUNK)]
+                "--resume-chunk", str(chunk)]
         self.script = root / "receive_plot.sh"
         self.script.write_text(f"#!/bin/sh\nexec {shlex.join(argv)} \"$@\"\n")
         self.script.chmod(0o755)
@@ -204,26 +206,34 @@ def test_a_changed_source_is_not_resumed_onto(farm: Farm) -> None:
     assert landed(farm, path) == data
 
 
-def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> None:
-    path = farm.plot()
-    data = path.read_bytes()
+def _receiver_stopped_mid_plot(farm: Farm, path: Path, chunks: int, signum: int) -> TransferResult:
+    """An attempt whose stream the proxy holds once ``chunks`` chunks are journaled; its one
+    receiver is then sent ``signum``.  The attempt's result."""
     outcome: list[TransferResult] = []
-    # Past the chunk by the receiver's low-water mark: it reads only whole low-water pieces of a
-    # stream that stalls, so the last few bytes before the hold may wait in its socket.
-    farm.proxy.hold_at = 10 * CHUNK + RECV_LOW_WATER + 99
+    # Just past the chunk: the chunk's last bytes sit below the receiver's low-water mark
+    # (RECV_LOW_WATER) when the stream stops, and it must still take them and journal the chunk.
+    assert RECV_LOW_WATER > 99
+    farm.proxy.hold_at = chunks * CHUNK + 99
     attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
     attempt.start()
     try:
         assert farm.proxy.held.wait(DEADLINE)
-        wait_until("ten chunks in the journal", lambda: farm.held_chunks(path) >= 10)
-        receivers = _receivers(farm)
-        assert len(receivers) == 1
-        os.kill(receivers[0].pid, signal.SIGTERM)
-        wait_until("the receiver to exit", lambda: not receivers[0].is_running() or receivers[0].status() == "zombie")
+        wait_until(f"{chunks} chunks in the journal", lambda: farm.held_chunks(path) >= chunks)
+        (receiver,) = _receivers(farm)
+        os.kill(receiver.pid, signum)
+        wait_until("the receiver to end", lambda: not receiver.is_running() or receiver.status() == "zombie")
     finally:
         farm.proxy.release.set()
         attempt.join(DEADLINE)
-    assert outcome and not outcome[0].ok and path.exists()
+    assert outcome
+    return outcome[0]
+
+
+def test_a_receiver_stopped_by_sigterm_keeps_its_durable_chunks(farm: Farm) -> None:
+    path = farm.plot()
+    data = path.read_bytes()
+    first = _receiver_stopped_mid_plot(farm, path, 10, signal.SIGTERM)
+    assert not first.ok and path.exists()
     held = farm.held_chunks(path)
     assert held >= 10 and farm.part(path).exists()
     result, resent = farm.send(path)
@@ -316,20 +326,7 @@ def test_the_retry_goes_to_the_drive_that_holds_the_part(farm: Farm) -> None:
 def test_a_killed_receivers_part_outlives_other_plots_landing_beside_it(farm: Farm) -> None:
     path = farm.plot()
     data = path.read_bytes()
-    outcome: list[TransferResult] = []
-    farm.proxy.hold_at = 6 * CHUNK + RECV_LOW_WATER + 1
-    attempt = threading.Thread(target=lambda: outcome.append(farm.send(path)[0]))
-    attempt.start()
-    try:
-        assert farm.proxy.held.wait(DEADLINE)
-        wait_until("six chunks in the journal", lambda: farm.held_chunks(path) >= 6)
-        (receiver,) = _receivers(farm)
-        os.kill(receiver.pid, signal.SIGKILL)
-        wait_until("the receiver to die", lambda: not receiver.is_running() or receiver.status() == "zombie")
-    finally:
-        farm.proxy.release.set()
-        attempt.join(DEADLINE)
-    assert outcome and not outcome[0].ok
+    assert not _receiver_stopped_mid_plot(farm, path, 6, signal.SIGKILL).ok
     neighbour = farm.plot(3 * CHUNK)
     assert farm.send(neighbour)[0].ok  # its landing sweeps stale parts of drive0: ours waits for its resume
     held = farm.held_chunks(path)
@@ -337,3 +334,71 @@ def test_a_killed_receivers_part_outlives_other_plots_landing_beside_it(farm: Fa
     result, resent = farm.send(path)
     assert result.ok and resent == SIZE - held * CHUNK
     assert landed(farm, path) == data
+
+
+def test_a_kept_part_whose_source_is_gone_is_dropped_by_the_next_sweep(farm: Farm, tmp_path: Path) -> None:
+    """The plotter asks over its exec channel (the real receive_plot.py --forget) for the one
+    plot it no longer has; the sweep then removes that part, journal and all, and keeps the
+    part of a plot whose source is still there.  Nothing is asked twice."""
+    from utilities.harvester.stale_parts import list_parts, sweep_directory
+    from utilities.plotter.forget_parts import forget_gone_sources, present_names
+    from utilities.settings.farm import HarvesterTarget
+    from utilities.state import StateDB, TransferRecord
+    from utilities.transfer.forget import take_requests
+
+    gone, kept = farm.plot(), farm.plot()
+    for path in (gone, kept):
+        result, _sent = farm.send(path, cut_at=SIZE // 2)
+        assert not result.ok and farm.held_chunks(path) > 0
+    target = HarvesterTarget(name="h1", host=LOOPBACK, receive_script=str(farm.script))
+    with StateDB(tmp_path / "plotter.db") as db:
+        for path in (gone, kept):
+            db.record_transfer(TransferRecord(path.name, "h1", path.name, 0, 1.0e9, 1.0, False, "stream failed", 0))
+        gone.unlink()
+        present = present_names([str(farm.root / "plots")])
+        assert present == {kept.name}
+        asked = forget_gone_sources(db, present, {"h1": target}, lambda _t: farm.exec, now=1.0e9 + 10)
+        assert [a.destination for a in asked] == [gone.name]
+        assert forget_gone_sources(db, present, {"h1": target}, lambda _t: farm.exec, now=1.0e9 + 20) == []
+
+    drive = str(farm.drives[0])
+    resumable: list[tuple[str, int]] = []
+    listed = list_parts(drive)
+    assert listed is not None
+    removed = sweep_directory(drive, listed, resumable, forget=take_requests(str(farm.root / "claims")))
+    assert [name for name, _freed in removed] == [part_name(gone.name)]
+    assert not farm.part(gone).exists() and not (farm.drives[0] / journal_name(part_name(gone.name))).exists()
+    assert farm.part(kept).exists() and [name for name, _held in resumable] == [part_name(kept.name)]
+    second, _resent = farm.send(kept)
+    assert second.ok and second.saved > 0
+
+
+def test_a_part_that_holds_every_chunk_is_proven_and_landed_without_resending(farm: Farm) -> None:
+    """The link dropped after the last byte but before VERIFY: the part and its journal hold the
+    whole plot (its last chunk short).  The retry streams nothing and still proves every byte."""
+    from utilities.transfer.integrity import SourceIdentity
+    from utilities.transfer.journal import Journal, hash_chunks, source_token, write_journal
+
+    path = farm.plot()
+    data = path.read_bytes()
+    source = SourceIdentity.of(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = hash_chunks(fd, CHUNK, SIZE // CHUNK + 1)
+    finally:
+        os.close(fd)
+    assert len(chunks) == SIZE // CHUNK + 1  # the short last chunk too
+    part = farm.part(path)
+    part.write_bytes(data)
+    dir_fd = open_directory(farm.drives[0])
+    try:
+        token = source_token(source.size, source.mtime_ns, source.inode, source.device)
+        write_journal(dir_fd, part.name, Journal(path.name, SIZE, token, CHUNK, chunks))
+    finally:
+        os.close(dir_fd)
+
+    result, sent = farm.send(path)
+    assert result.ok, result.reason
+    assert sent == 0 and result.saved == SIZE
+    assert landed(farm, path) == data and not part.exists()
+

@@ -71,3 +71,27 @@ def test_verify_is_used_up_so_the_next_plot_line_follows(control_pipe: int) -> N
     os.write(control_pipe, f"VERIFY 5 {digest}\nPLOT next 7\n".encode())
     assert intake.wait_verify(5) == (5, digest)
     assert intake.next_line() == "PLOT next 7"
+
+
+def test_a_stream_that_stops_below_the_low_water_mark_is_still_taken_before_giving_up(control_pipe: int) -> None:
+    """The receiver wakes for RECV_LOW_WATER bytes at a time; when the stream stops (a pulled
+    link) and the plotter's channel then ends, the bytes already in the socket below that mark
+    must still reach the writer: they may complete a chunk the resume journal keeps."""
+    import socket
+
+    from utilities.transfer.intake import RECV_LOW_WATER
+
+    intake = Intake(4000, idle_timeout=DEADLINE, bind=None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sender = socket.create_connection(listener.getsockname())
+        intake.conn, _peer = listener.accept()
+    written: list[bytes] = []
+    try:
+        sender.sendall(b"x" * 1000)  # far below the mark, and nothing follows
+        os.close(control_pipe)  # the plotter is gone
+        with pytest.raises(ReceiveFailure):
+            intake.receive(4 * RECV_LOW_WATER, lambda data, _offset: written.append(bytes(data)))
+    finally:
+        sender.close()
+        intake.conn.close()
+    assert b"".join(written) == b"x" * 1000

@@ -166,3 +166,57 @@ def test_a_held_part_is_never_swept_even_with_an_expired_journal(tmp_path: Path)
     finally:
         os.close(fd)
         os.close(dir_fd)
+
+
+def test_a_forgotten_part_goes_at_once_though_its_journal_would_keep_it(tmp_path: Path) -> None:
+    tmp_path = tmp_path / "drive"
+    dir_fd, part = _kept_part(tmp_path)
+    try:
+        check, freed = part_files.reclaim_if_stale(dir_fd, part, forgotten=True)
+        assert check.removed and os.listdir(tmp_path) == []
+    finally:
+        os.close(dir_fd)
+
+
+def test_a_journal_whose_part_is_gone_is_swept_and_one_beside_its_part_is_not(tmp_path: Path) -> None:
+    from utilities.harvester.stale_parts import list_parts, sweep_directory
+
+    drive = tmp_path / "drive"
+    dir_fd, part = _kept_part(drive)
+    os.close(dir_fd)
+    orphan = part_files.part_name(plot_name(32, b"o" * 32))
+    (drive / journal_name(orphan)).write_bytes(b"{}")
+    (drive / (journal_name(orphan) + ".tmp")).write_bytes(b"{")
+    (drive / ".notes.journal").write_bytes(b"not ours")  # no part name inside: never touched
+    listed = list_parts(str(drive))
+    assert listed is not None and set(listed) == {part, journal_name(orphan), journal_name(orphan) + ".tmp"}
+    assert sweep_directory(str(drive), listed) == []
+    assert sorted(os.listdir(drive)) == sorted([part, journal_name(part), ".notes.journal"])
+
+
+def test_journal_part_names_only_journals_of_valid_part_names() -> None:
+    part = part_files.part_name(plot_name(32, b"p" * 32))
+    assert part_files.journal_part(journal_name(part)) == part
+    assert part_files.journal_part(journal_name(part) + ".tmp") == part
+    assert part_files.journal_part(part) is None
+    assert part_files.journal_part(".x;rm -rf.part.journal") is None
+    entries = [part, journal_name(part), journal_name(".gone.part")]
+    assert part_files.orphan_journal_candidates(entries) == []  # '.gone.part' is no plot's part
+
+
+def test_forget_requests_keep_only_plot_names(tmp_path: Path) -> None:
+    from utilities.errors import PlotFileError
+    from utilities.transfer.forget import REQUESTS_FILENAME, parse_requests, request_forget, take_requests
+
+    tmp_path = tmp_path / "claims"
+    tmp_path.mkdir()
+    name = plot_name(32, b"f" * 32)
+    request_forget(str(tmp_path), name)
+    request_forget(str(tmp_path), name)
+    with pytest.raises(PlotFileError):
+        request_forget(str(tmp_path), "../../etc/passwd")
+    with (tmp_path / REQUESTS_FILENAME).open("ab") as handle:
+        handle.write(b"../evil.plot\n\xff\xfe\n")
+    assert take_requests(str(tmp_path)) == {name}
+    assert os.listdir(tmp_path) == [] and take_requests(str(tmp_path)) == set()
+    assert parse_requests(b"") == set()
