@@ -20,7 +20,7 @@ from tests.support.harvester_env import Harvester, harvester_config
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
 from tests.support.plot_damage import flip_table
 from tests.support.plotmaker import cached_plot, copy_plot
-from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.smtp_server import SMTPTestServer
 
 pytestmark = [pytest.mark.root, requires_root_and_loop]
 
@@ -44,12 +44,6 @@ class Farm:
     def rows(self) -> dict[str, tuple]:
         with sqlite3.connect(self.harvester.state_dir / "state.sqlite3") as conn:
             return {r[0]: r[1:] for r in conn.execute("SELECT plot, drive, result, proofs, challenges, error FROM plot_checks")}
-
-
-@pytest.fixture
-def mail() -> Iterator[SMTPTestServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture

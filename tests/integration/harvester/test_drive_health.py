@@ -18,24 +18,12 @@ import pytest
 from tests.support.fake_smartctl import SATA_HDD, SATA_HDD_FAILING, FakeSmartctl
 from tests.support.harvester_env import Harvester, harvester_config
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
-from tests.support.plotmaker import cached_plot
-from tests.support.smtp_server import SMTPTestServer, smtp_server
+from tests.support.smtp_server import SMTPTestServer
 
 pytestmark = [pytest.mark.root, requires_root_and_loop]
 
 ENCLOSURE = ["enclosure0/front/column0/drive0", "enclosure0/front/column0/drive1", "enclosure0/front/column1/drive2"]
 DISKS = {"drive0": "/dev/sdb", "drive1": "/dev/sdc", "drive2": "/dev/sdd"}
-
-
-@pytest.fixture(scope="module")
-def plot_size() -> int:
-    return cached_plot("pool").stat().st_size
-
-
-@pytest.fixture
-def mail() -> Iterator[SMTPTestServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ import yaml
 
 from tests.support.harvester_env import Harvester, harvester_config
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
-from tests.support.plotmaker import cached_plot, copy_plot
-from tests.support.smtp_server import SMTPTestServer, free_port, smtp_server
+from tests.support.plotmaker import copy_plot
+from tests.support.smtp_server import SMTPTestServer, free_port
 from tests.support.waiting import DEADLINE
 from utilities.transfer.channel import LocalExec
 from utilities.transfer.claims import CLAIMS_DIRNAME, try_claim
@@ -31,18 +31,6 @@ ENCLOSURE = [
     "enclosure0/front/column1/drive2",
     "enclosure0/rear/column0/drive10",
 ]
-
-
-@pytest.fixture(scope="module")
-def plot_size() -> int:
-    """Capacity unit for the tests: the size of a real k=18 plot made by chiapos."""
-    return cached_plot("pool").stat().st_size
-
-
-@pytest.fixture
-def mail() -> Iterator[SMTPTestServer]:
-    with smtp_server() as server:
-        yield server
 
 
 @pytest.fixture

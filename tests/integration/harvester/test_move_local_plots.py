@@ -28,7 +28,7 @@ from tests.support.gated_reader import GatedReader
 from tests.support.harvester_env import REPO, Harvester, harvester_config
 from tests.support.hashing import xxh3
 from tests.support.loopdrives import LoopDrives, requires_root_and_loop
-from tests.support.plotmaker import cached_plot, copy_plot
+from tests.support.plotmaker import copy_plot
 from tests.support.smtp_server import SMTPTestServer, smtp_server
 from tests.support.waiting import DEADLINE, wait_until
 from utilities.config import load_settings
@@ -50,11 +50,6 @@ ENCLOSURE = [
 # A throttled copy of a k=18 plot (about 4 MB) takes 8 s: a test acting once a quarter is
 # copied has 6 s to do it, however busy the machine.
 SLOW_MB_PER_SECOND = 0.5
-
-
-@pytest.fixture(scope="module")
-def plot_size() -> int:
-    return cached_plot("pool").stat().st_size
 
 
 @dataclass
