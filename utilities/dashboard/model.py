@@ -18,8 +18,10 @@ from utilities.harvester.farm_report import FarmView, farm_totals
 from utilities.harvester_export import DriveSummary, HarvesterSnapshot
 from utilities.state import DailyStats, TransferRecord
 from utilities.text import MISSING, binary_size
+from utilities.transfer_summary import TransferSummary, last_day_summary
 
 DAY = 24 * 3600
+__all__ = ["TransferSummary", "last_day_summary"]  # also the dashboard's: gather and tests take them from here
 
 
 def shown(value: object) -> str:
@@ -188,33 +190,6 @@ def harvester_panel(
 
 
 # -- transfers ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TransferSummary:
-    """The last 24 hours as ``plot_manager.py --history`` sums them."""
-
-    plots_moved: int
-    failed_attempts: int
-    bytes_moved: int
-    average_mb_per_second: float | None
-
-    @property
-    def gigabytes(self) -> float:
-        return round(self.bytes_moved / 1e9, 1)
-
-
-def last_day_summary(records: Iterable[TransferRecord], now: float) -> TransferSummary:
-    recent = [r for r in records if r.started_at >= now - DAY]
-    done = [r for r in recent if r.ok]
-    total_bytes = sum(r.bytes for r in done)
-    total_seconds = sum(r.seconds for r in done)
-    return TransferSummary(
-        plots_moved=len(done),
-        failed_attempts=len(recent) - len(done),
-        bytes_moved=total_bytes,
-        average_mb_per_second=round(total_bytes / 1e6 / total_seconds, 1) if total_seconds else None,
-    )
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from utilities.locking import exclusive_lock
 from utilities.notify import Notifier
 from utilities.progress import ByteProgress, TerminalBar, quarter_marks
 from utilities.state import StateDB
+from utilities.transfer_summary import last_day_summary
 
 if TYPE_CHECKING:
     from utilities.plot_finder import FinishedPlot
@@ -52,17 +53,15 @@ def describe(outcome: PlotterOutcome, dry_run: bool) -> list[str]:
 
 
 def history(args: argparse.Namespace, db: StateDB) -> int:
-    since = time.time() - 24 * 3600
-    records = db.transfers_since(since)
-    done = [r for r in records if r.ok]
-    total_bytes = sum(r.bytes for r in done)
-    total_seconds = sum(r.seconds for r in done)
+    now = time.time()
+    records = db.transfers_since(now - 24 * 3600)
+    summed = last_day_summary(records, now)
     summary = {
-        "plots_moved_24h": len(done),
-        "failed_attempts_24h": len(records) - len(done),
-        "bytes_moved_24h": total_bytes,
-        "bytes_saved_by_resume_24h": sum(r.saved for r in done),
-        "average_mb_per_second": round(total_bytes / 1e6 / total_seconds, 1) if total_seconds else None,
+        "plots_moved_24h": summed.plots_moved,
+        "failed_attempts_24h": summed.failed_attempts,
+        "bytes_moved_24h": summed.bytes_moved,
+        "bytes_saved_by_resume_24h": summed.bytes_saved_by_resume,
+        "average_mb_per_second": summed.average_mb_per_second,
         "transfers": [r.__dict__ | {"mb_per_second": round(r.mb_per_second, 1)} for r in records],
     }
     if args.json:
@@ -70,7 +69,7 @@ def history(args: argparse.Namespace, db: StateDB) -> int:
         return 0
     print(f"Plots moved in the last 24 hours:   {summary['plots_moved_24h']}")
     print(f"Failed attempts in the last 24 h:   {summary['failed_attempts_24h']}")
-    print(f"Data moved in the last 24 hours:    {total_bytes / 1e9:.1f} GB")
+    print(f"Data moved in the last 24 hours:    {summed.bytes_moved / 1e9:.1f} GB")
     print(f"Saved by resumed transfers:         {summary['bytes_saved_by_resume_24h'] / 1e9:.1f} GB")
     print(f"Average speed:                      {summary['average_mb_per_second'] or 'n/a'} MB/s")
     for r in records:
