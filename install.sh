@@ -105,7 +105,9 @@ if [ "$cron" = 1 ]; then
         harvester) script=drive_manager.py; lines=(
             "* * * * * $user $run drive_manager.py >/dev/null"
             "01 00 * * * $user $run drive_manager.py -ud >/dev/null"
-            "02 00 * * * $user $run drive_manager.py -dr >/dev/null")
+            "02 00 * * * $user $run drive_manager.py -dr >/dev/null"
+            # Plot checks: an hour a night at idle I/O priority, a slice of the farm each night.
+            "30 02 * * * $user $run drive_manager.py --check-plots --budget-minutes 60 >/dev/null")
             # A harvester that also plots (harvester.local_moves.enabled): move its own plots on.
             [ "$local_moves" = yes ] && lines+=("*/2 * * * * $user $run move_local_plots.py >/dev/null") ;;
         plotter) script=plot_manager.py; lines=("*/2 * * * * $user $run plot_manager.py >/dev/null") ;;

@@ -23,8 +23,9 @@ def test_harvester_install_is_idempotent_and_keeps_the_config(tmp_path: Path) ->
     assert config.read_text() == (REPO / "config" / "plot_manager.skel.yaml").read_text()
     cron_file = cron_dir / "plot_manager-harvester"
     entries = [line for line in cron_file.read_text().splitlines() if "drive_manager.py" in line]
-    assert len(entries) == 3 and entries[0].startswith("* * * * * ")
+    assert len(entries) == 4 and entries[0].startswith("* * * * * ")
     assert any(line.endswith("drive_manager.py -ud >/dev/null") for line in entries)
+    assert any(line.endswith("drive_manager.py --check-plots --budget-minutes 60 >/dev/null") for line in entries)
     assert "move_local_plots.py" not in cron_file.read_text()  # local moves are off by default
     # The farmer edits the config; a second install keeps the edit and writes the same cron file.
     config.write_text(config.read_text().replace("plot_size: k32", "plot_size: k33"))
