@@ -73,7 +73,27 @@ _VIRTUAL_PREFIXES = ("loop", "ram", "zram", "nbd", "md", "dm-")
 
 
 @dataclass(frozen=True)
-class SmartInfo:
+class SectorCounts:
+    """The wear and failure counters of one read, the same names for every interface.
+
+    ATA: attributes 5 (Reallocated_Sector_Ct), 197 (Current_Pending_Sector), 198
+    (Offline_Uncorrectable), 199 (UDMA_CRC_Error_Count), 9 (Power_On_Hours), raw values.
+    NVMe has no sector remapping a host can see: "Media and Data Integrity Errors" (data the
+    drive could not return) counts as uncorrectable, "Power On Hours" as power-on hours.
+    SCSI/SAS: "Elements in grown defect list" (blocks the drive remapped since it left the
+    factory) counts as reallocated, the "Total uncorrected errors" of the read, write and
+    verify rows together as uncorrectable, "Accumulated power on time" as power-on hours.
+    """
+
+    reallocated_sectors: int | None = None
+    pending_sectors: int | None = None
+    offline_uncorrectable: int | None = None
+    crc_errors: int | None = None
+    power_on_hours: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmartInfo(SectorCounts):
     """What we learned about one disk.
 
     ``device`` is what the caller asked about (maybe a partition), ``disk`` the whole disk
@@ -93,31 +113,6 @@ class SmartInfo:
     temperature_c: int | None = None
     health: str | None = None
     error: str | None = None
-    reallocated_sectors: int | None = None
-    pending_sectors: int | None = None
-    offline_uncorrectable: int | None = None
-    crc_errors: int | None = None
-    power_on_hours: int | None = None
-
-
-@dataclass(frozen=True)
-class SectorCounts:
-    """The wear and failure counters of one read, the same names for every interface.
-
-    ATA: attributes 5 (Reallocated_Sector_Ct), 197 (Current_Pending_Sector), 198
-    (Offline_Uncorrectable), 199 (UDMA_CRC_Error_Count), 9 (Power_On_Hours), raw values.
-    NVMe has no sector remapping a host can see: "Media and Data Integrity Errors" (data the
-    drive could not return) counts as uncorrectable, "Power On Hours" as power-on hours.
-    SCSI/SAS: "Elements in grown defect list" (blocks the drive remapped since it left the
-    factory) counts as reallocated, the "Total uncorrected errors" of the read, write and
-    verify rows together as uncorrectable, "Accumulated power on time" as power-on hours.
-    """
-
-    reallocated_sectors: int | None = None
-    pending_sectors: int | None = None
-    offline_uncorrectable: int | None = None
-    crc_errors: int | None = None
-    power_on_hours: int | None = None
 
 
 @dataclass(frozen=True)
