@@ -272,26 +272,28 @@ class Intake:
         digest = xxhash.xxh3_128() if whole_digest else None
         got = 0
         last_data = time.monotonic()
-        conn.settimeout(min(CHECK_INTERVAL, idle))
+        interval = min(CHECK_INTERVAL, idle)
+        conn.settimeout(interval)
         low_water = self._set_low_water(conn, min(RECV_LOW_WATER, size))
-        stalled = False
         while got < size:
-            wanted = 1 if stalled else min(RECV_LOW_WATER, size - got)
-            if wanted != low_water:
-                low_water = self._set_low_water(conn, wanted)
+            if size - got < low_water:
+                low_water = self._set_low_water(conn, size - got)
+            stalled = False
             try:
                 count = conn.recv_into(view, min(len(buffer), size - got))
             except TimeoutError:
-                if not stalled:
-                    # A stream that stops (a pulled link, a gone plotter) may leave bytes below
-                    # the low-water mark in the socket: take them before anything else, so a
-                    # resumable part keeps every chunk that arrived whole.
-                    stalled = True
+                # A stream that stops (a pulled link, a gone plotter) may leave bytes below the
+                # low-water mark in the socket: they are taken (and written) before the
+                # plotter's channel is looked at, so a resumable part keeps every chunk that
+                # arrived whole.
+                taken = self._take_waiting(conn, view, min(len(buffer), size - got), interval)
+                low_water = self._set_low_water(conn, low_water)
+                if taken is None:
+                    self._check_control()
+                    if time.monotonic() - last_data >= idle:
+                        raise ReceiveFailure(ERR_TIMEOUT, f"no data for {idle:g} s after {got} of {size} bytes") from None
                     continue
-                self._check_control()
-                if time.monotonic() - last_data >= idle:
-                    raise ReceiveFailure(ERR_TIMEOUT, f"no data for {idle:g} s after {got} of {size} bytes") from None
-                continue
+                count, stalled = taken, True
             except OSError as exc:
                 raise ReceiveFailure(
                     ERR_STREAM, f"connection lost after {got} of {size} bytes: {exc.strerror}"
@@ -303,9 +305,23 @@ class Intake:
             write(view[:count], got)
             got += count
             last_data = time.monotonic()
-            stalled = False
+            if stalled:
+                self._check_control()  # as after any stall: a trickle must not hide a gone plotter
         conn.setblocking(False)
         return digest.hexdigest() if digest is not None else ""
+
+    @staticmethod
+    def _take_waiting(conn: socket.socket, view: memoryview, limit: int, interval: float) -> int | None:
+        """The bytes already in the socket, whatever the low-water mark, without waiting: their
+        count (0 at the end of the stream), or None when there are none."""
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        conn.setblocking(False)
+        try:
+            return conn.recv_into(view, limit)
+        except BlockingIOError:
+            return None
+        finally:
+            conn.settimeout(interval)
 
     @staticmethod
     def _set_low_water(conn: socket.socket, size: int) -> int:
