@@ -122,9 +122,10 @@ def test_a_pulled_link_costs_the_retry_only_what_had_not_arrived_plus_one_chunk(
     assert retry.returncode == 0, retry.stdout + retry.stderr
     assert {p.name: file_hash(p) for p in harvester.plots()} == {source.name: digest}
     assert not source.exists() and harvester.leftovers() == []
-    # What the kernel put on the wire for the retry: exactly the chunks the part did not hold,
-    # which is at most what had not arrived plus one chunk.
-    assert size - held <= resent <= size - held + SYN_EXTRA_BYTES, (resent, size, held)
+    # What the kernel put on the wire for the retry: the chunks the part did not hold (plus any
+    # segment TCP sent twice when the throttle's queue dropped one), and at most what had not
+    # arrived plus one chunk.
+    assert size - held <= resent <= size - held + CHUNK, (resent, size, held)
     assert resent <= max(0, size - arrived) + CHUNK + SYN_EXTRA_BYTES, (resent, size, arrived)
     assert plotter.history()["bytes_saved_by_resume_24h"] == held
 
